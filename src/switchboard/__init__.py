@@ -1,0 +1,1 @@
+"""Switchboard: an AI router."""

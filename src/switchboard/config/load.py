@@ -1,0 +1,207 @@
+"""Reading configuration: from a YAML file, from a plain mapping, or from provider keys in the environment.
+
+This is the one module that reads the environment. Every error names the exact path of the bad field.
+
+Usage::
+
+    cfg = load_config("switchboard.yaml", env=os.environ)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from switchboard.config.model import Config
+
+__all__ = ["ConfigError", "config_from_environment", "format_loc", "load_config", "parse_config"]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used. ``problems`` pairs a field path with what is wrong."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "configuration") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in problems)
+        super().__init__(f"{source} is invalid:\n{lines}")
+
+
+def format_loc(loc: tuple[str | int, ...]) -> str:
+    """``("models", "fast", "deployments", 0, "price")`` → ``models.fast.deployments[0].price``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def _resolve_secret(ref: Any, env: Mapping[str, str], path: str, problems: list[tuple[str, str]]) -> Any:
+    if not isinstance(ref, str):
+        return ref
+    if ref.startswith("env:"):
+        name = ref[4:]
+        value = env.get(name)
+        if not value:
+            problems.append((path, f"environment variable {name} is not set"))
+            return None
+        return value
+    if ref.startswith("file:"):
+        try:
+            return Path(ref[5:]).read_text().strip()
+        except OSError as exc:
+            problems.append((path, f"cannot read secret file: {exc.strerror}"))
+            return None
+    return ref
+
+
+def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configuration") -> Config:
+    """Validate a mapping (as read from YAML) into a frozen :class:`Config`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([("(root)", "must be a mapping")], source)
+    problems: list[tuple[str, str]] = []
+    providers = data.get("providers")
+    if isinstance(providers, dict):
+        resolved: dict[str, Any] = {}
+        for name, prov in providers.items():
+            if isinstance(prov, dict) and "api_key" in prov:
+                prov = {**prov, "api_key": _resolve_secret(prov["api_key"], env, f"providers.{name}.api_key",
+                                                           problems)}
+            resolved[name] = prov
+        data = {**data, "providers": resolved}
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append((format_loc(tuple(err["loc"])), err["msg"]))
+        raise ConfigError(problems, source) from None
+    problems.extend(_cross_check(cfg))
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def _cross_check(cfg: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    names: dict[str, str] = {}
+    deployment_ids: dict[str, str] = {}
+    for model_name, model in cfg.models.items():
+        names[model_name] = f"models.{model_name}"
+    for model_name, model in cfg.models.items():
+        for i, alias in enumerate(model.aliases):
+            path = f"models.{model_name}.aliases[{i}]"
+            if alias in names:
+                problems.append((path, f"'{alias}' is already used by {names[alias]}"))
+            else:
+                names[alias] = path
+        for i, dep in enumerate(model.deployments):
+            path = f"models.{model_name}.deployments[{i}]"
+            if dep.provider not in cfg.providers:
+                known = ", ".join(sorted(cfg.providers)) or "none configured"
+                problems.append((f"{path}.provider", f"unknown provider '{dep.provider}' (known: {known})"))
+            elif model.kind == "embedding" and cfg.providers[dep.provider].type == "anthropic":
+                problems.append((f"{path}.provider", "anthropic has no embeddings API"))
+            key = f"{model_name}:{dep.id}"
+            if key in deployment_ids:
+                problems.append((path, f"duplicate deployment '{dep.id}' (also {deployment_ids[key]}); "
+                                       "give one a distinct 'name'"))
+            deployment_ids[key] = path
+    return problems
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str]) -> Config:
+    """Read and validate a YAML configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {p}: {exc.strerror}")], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
+        raise ConfigError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")], str(p)) from None
+    return parse_config(data, env=env, source=str(p))
+
+
+# Well-known models offered when only a provider key is found. Prices are $ per million tokens.
+_ENV_PROVIDERS: dict[str, dict[str, Any]] = {
+    "OPENAI_API_KEY": {
+        "provider": {"type": "openai", "base_url": "https://api.openai.com/v1"},
+        "models": {
+            "gpt-4.1": {"price": (2.0, 8.0, 0.5), "context": 1_047_576, "vision": True},
+            "gpt-4.1-mini": {"price": (0.4, 1.6, 0.1), "context": 1_047_576, "vision": True},
+            "gpt-4o-mini": {"price": (0.15, 0.6, 0.075), "context": 128_000, "vision": True},
+            "text-embedding-3-small": {"price": (0.02, 0.0, None), "context": 8191, "kind": "embedding"},
+        },
+        "name": "openai",
+    },
+    "ANTHROPIC_API_KEY": {
+        "provider": {"type": "anthropic", "base_url": "https://api.anthropic.com"},
+        "models": {
+            "claude-sonnet-4-5": {"price": (3.0, 15.0, 0.3), "context": 200_000, "vision": True},
+            "claude-haiku-4-5": {"price": (1.0, 5.0, 0.1), "context": 200_000, "vision": True},
+        },
+        "name": "anthropic",
+    },
+    "GEMINI_API_KEY": {
+        "provider": {"type": "gemini", "base_url": "https://generativelanguage.googleapis.com/v1beta"},
+        "models": {
+            "gemini-2.5-pro": {"price": (1.25, 10.0, 0.31), "context": 1_048_576, "vision": True},
+            "gemini-2.5-flash": {"price": (0.3, 2.5, 0.075), "context": 1_048_576, "vision": True},
+            "gemini-embedding-001": {"price": (0.15, 0.0, None), "context": 2048, "kind": "embedding"},
+        },
+        "name": "gemini",
+    },
+}
+
+
+def config_from_environment(env: Mapping[str, str]) -> Config | None:
+    """Build a configuration from provider keys in ``env``; ``None`` when there are none.
+
+    ``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY`` and ``GEMINI_API_KEY`` each add their provider's
+    well-known models. ``SWITCHBOARD_OPENAI_COMPATIBLE_URL`` (e.g. a local vLLM or Ollama at
+    ``http://127.0.0.1:11434/v1``) with ``SWITCHBOARD_OPENAI_COMPATIBLE_MODELS`` (comma-separated)
+    adds an OpenAI-compatible server; ``SWITCHBOARD_OPENAI_COMPATIBLE_KEY`` is its optional key.
+    """
+    providers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for var, spec in _ENV_PROVIDERS.items():
+        if not env.get(var):
+            continue
+        pname = spec["name"]
+        providers[pname] = {**spec["provider"], "api_key": f"env:{var}"}
+        for model_id, m in spec["models"].items():
+            inp, out, cached = m["price"]
+            models[model_id] = {
+                "kind": m.get("kind", "chat"),
+                "deployments": [{
+                    "provider": pname,
+                    "model": model_id,
+                    "price": {"input": inp, "output": out, "cached_input": cached},
+                    "context_window": m["context"],
+                    "capabilities": {"vision": m.get("vision", False)},
+                }],
+            }
+    compat_url = env.get("SWITCHBOARD_OPENAI_COMPATIBLE_URL")
+    if compat_url:
+        prov: dict[str, Any] = {"type": "openai", "base_url": compat_url}
+        if env.get("SWITCHBOARD_OPENAI_COMPATIBLE_KEY"):
+            prov["api_key"] = "env:SWITCHBOARD_OPENAI_COMPATIBLE_KEY"
+        providers["local"] = prov
+        for model_id in filter(None, (m.strip() for m in env.get("SWITCHBOARD_OPENAI_COMPATIBLE_MODELS",
+                                                                 "").split(","))):
+            models.setdefault(model_id, {"deployments": [{"provider": "local", "model": model_id}]})
+    if not providers:
+        return None
+    data: dict[str, Any] = {"providers": providers, "models": models, "source": "environment"}
+    return parse_config(data, env=env, source="environment")

@@ -1,0 +1,76 @@
+"""The request record: one per request, written off the hot path.
+
+Usage::
+
+    rec = RequestRecord(request_id="req_1", started_at=time.time(), endpoint="chat", dialect="openai")
+    rec.attempts.append(Attempt(deployment="sim/small", provider="sim-openai", outcome="ok", latency_ms=12.0))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from switchboard.config.model import Price
+from switchboard.schemas.canonical import Usage
+
+__all__ = ["Attempt", "RequestRecord", "cost_usd"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One call to one deployment. ``outcome`` is ``ok`` or ``error``; ``error`` names the error class."""
+
+    deployment: str
+    provider: str
+    outcome: str
+    latency_ms: float
+    error: str | None = None
+    http_status: int | None = None
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What happened to one request: who asked, where it went, how it went, what it cost.
+
+    ``status`` is the HTTP status the client saw; ``partial`` marks a stream that ended with an
+    error after content had been sent.
+    """
+
+    request_id: str
+    started_at: float
+    endpoint: str
+    dialect: str
+    caller: str | None = None
+    public_model: str | None = None
+    deployment: str | None = None
+    provider: str | None = None
+    upstream_model: str | None = None
+    stream: bool = False
+    status: int = 200
+    error_type: str | None = None
+    error_message: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    partial: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def cost_usd(usage: Usage, price: Price) -> float:
+    """Dollars for ``usage`` at ``price`` ($ per million tokens).
+
+    Cached input tokens are billed at ``cached_input`` (or the input price when none is set), cache
+    writes at ``cache_write`` (or the input price); reasoning tokens are output tokens.
+    """
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    writes = min(usage.cache_write_tokens, usage.input_tokens - cached)
+    fresh = usage.input_tokens - cached - writes
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    write_price = price.input if price.cache_write is None else price.cache_write
+    total = fresh * price.input + cached * cached_price + writes * write_price + usage.output_tokens * price.output
+    return total / 1_000_000
