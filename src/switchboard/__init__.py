@@ -1,1 +1,3 @@
 """Switchboard: an AI router."""
+
+__version__ = "0.1.0"

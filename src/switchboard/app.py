@@ -1,0 +1,367 @@
+"""The HTTP application: a small ASGI app over :class:`~switchboard.gateway.Gateway`.
+
+Composition only: parse the client's dialect, call the gateway, render the answer in the same
+dialect. Every response — errors and streams included — carries ``x-request-id``.
+
+Usage::
+
+    app = create_app(config)            # then: uvicorn.run(app, ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+import orjson
+
+from switchboard.config.model import Config
+from switchboard.errors import (
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    SwitchboardError,
+)
+from switchboard.gateway import ChatStream, Gateway, RequestContext, new_request_id
+from switchboard.ingress import anthropic_wire, openai_wire
+from switchboard.schemas.canonical import ChatRequest
+from switchboard.storage.records import RecordSink
+
+__all__ = ["SwitchboardApp", "create_app"]
+
+log = logging.getLogger("switchboard")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class _Encoder(Protocol):
+    def encode(self, event: Any) -> bytes: ...
+    def done(self) -> bytes: ...
+    def error(self, err: SwitchboardError) -> bytes: ...
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the request body was read."""
+
+
+class SwitchboardApp:
+    """The ASGI application. ``draining`` turns readiness off during shutdown."""
+
+    def __init__(self, gateway: Gateway, config: Config, records: RecordSink | None = None) -> None:
+        self.gateway = gateway
+        self.config = config
+        self.records = records
+        self.draining = False
+        self._max_body = config.server.max_body_bytes
+        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send, _Exchange], Awaitable[None]]] = {
+            ("POST", "/v1/chat/completions"): self._chat_completions,
+            ("POST", "/chat/completions"): self._chat_completions,
+            ("POST", "/v1/messages"): self._messages,
+            ("POST", "/v1/embeddings"): self._embeddings,
+            ("POST", "/embeddings"): self._embeddings,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/models"): self._models,
+            ("GET", "/health/live"): self._live,
+            ("GET", "/health/ready"): self._ready,
+        }
+        self._paths = {path for _, path in self._routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    if self.records is not None:
+                        await asyncio.to_thread(self.records.start)
+                except Exception as exc:  # a broken record store must not hide behind a hang
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                self.draining = True
+                await self.gateway.aclose()
+                if self.records is not None:
+                    await asyncio.to_thread(self.records.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get("x-request-id")
+        if rid is None or not _REQUEST_ID_OK.fullmatch(rid):
+            rid = new_request_id()
+        path: str = scope["path"]
+        ex = _Exchange(rid, headers, "anthropic" if path.startswith("/v1/messages") else "openai")
+        try:
+            handler = self._routes.get((scope["method"], path))
+            if handler is None:
+                handler = self._model_by_id if path.startswith(("/v1/models/", "/models/")) else None
+            if handler is None:
+                if path in self._paths:
+                    raise _MethodNotAllowed(f"Method {scope['method']} is not allowed on {path}.")
+                raise NotFound(f"Unknown endpoint: {scope['method']} {path}")
+            await handler(scope, receive, send, ex)
+        except SwitchboardError as exc:
+            await self._send_error(send, ex, exc)
+        except _ClientGone:
+            return
+        except Exception:
+            log.exception("internal error handling request %s", rid)
+            if not ex.started:
+                await self._send_error(send, ex, InternalError(f"Internal error (request id {rid})."))
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        body = await self._json_body(scope, receive, ex)
+        req = openai_wire.parse_chat_request(body)
+        ctx = self._context(ex, "chat", req)
+        if req.stream:
+            include_usage = req.include_usage
+
+            def encoder(model: str) -> _Encoder:
+                return openai_wire.OpenAIStreamEncoder(model, include_usage)
+            await self._stream(send, receive, ex, ctx, req, encoder)
+            return
+        resp = await self.gateway.chat(req, ctx)
+        payload = openai_wire.render_chat_response(resp, model=resp.model or ctx.record.upstream_model or req.model)
+        await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, resp.id))
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        body = await self._json_body(scope, receive, ex)
+        req = anthropic_wire.parse_messages_request(body)
+        ctx = self._context(ex, "messages", req)
+        if req.stream:
+            await self._stream(send, receive, ex, ctx, req, anthropic_wire.AnthropicStreamEncoder)
+            return
+        resp = await self.gateway.chat(req, ctx)
+        payload = anthropic_wire.render_message_response(resp, model=resp.model or req.model)
+        await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, resp.id))
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        body = await self._json_body(scope, receive, ex)
+        req = openai_wire.parse_embedding_request(body)
+        ctx = RequestContext.create(endpoint="embeddings", dialect=ex.dialect, request_id=ex.request_id,
+                                    client_headers=ex.headers, caller=req.user)
+        resp = await self.gateway.embed(req, ctx)
+        payload = openai_wire.render_embedding_response(resp, model=resp.model or req.model,
+                                                        encoding_format=req.encoding_format)
+        await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, None))
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        names = self.gateway.model_names()
+        if "anthropic-version" in ex.headers:
+            payload = _anthropic_models([n for n, _ in names])
+        else:
+            payload = openai_wire.render_models([(n, "switchboard") for n, _ in names], created=_STARTED)
+        await self._send(send, ex, 200, orjson.dumps(payload), [])
+
+    async def _model_by_id(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        name = scope["path"].split("/models/", 1)[1]
+        self.gateway.lookup(name, None)
+        payload = {"id": name, "object": "model", "created": _STARTED, "owned_by": "switchboard"}
+        await self._send(send, ex, 200, orjson.dumps(payload), [])
+
+    async def _live(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        await self._send(send, ex, 200, b'{"status":"live"}', [])
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        if self.draining:
+            await self._send(send, ex, 503, b'{"status":"draining"}', [])
+        else:
+            await self._send(send, ex, 200, b'{"status":"ready"}', [])
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    async def _stream(self, send: Send, receive: Receive, ex: _Exchange, ctx: RequestContext, req: ChatRequest,
+                      make_encoder: Callable[[str], _Encoder]) -> None:
+        stream = await self.gateway.stream(req, ctx)
+        encoder = make_encoder(stream.deployment.model)
+        headers = _SSE_HEADERS + self._result_headers(ctx, None)
+        ex.started = True
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, task, ex))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": ex.with_id(headers)})
+            await self._pump(send, stream, encoder)
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                raise
+            task.uncancel()
+        finally:
+            watcher.cancel()
+            await stream.aclose()
+
+    @staticmethod
+    async def _pump(send: Send, stream: ChatStream, encoder: _Encoder) -> None:
+        try:
+            async for event in stream:
+                chunk = encoder.encode(event)
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except SwitchboardError as exc:
+            log.warning("stream for %s failed after content was sent: %s", stream.ctx.request_id, exc.message)
+            await send({"type": "http.response.body", "body": encoder.error(exc), "more_body": False})
+            return
+        await send({"type": "http.response.body", "body": encoder.done(), "more_body": False})
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _context(self, ex: _Exchange, endpoint: str, req: ChatRequest) -> RequestContext:
+        ctx = RequestContext.create(endpoint=endpoint, dialect=ex.dialect, request_id=ex.request_id,
+                                    client_headers=ex.headers, caller=req.user)
+        if req.metadata:
+            ctx.record.metadata = dict(req.metadata)
+        return ctx
+
+    async def _json_body(self, scope: Scope, receive: Receive, ex: _Exchange) -> Any:
+        declared = ex.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {self._max_body} bytes.")
+        msg = await receive()
+        body: bytes = msg.get("body", b"")
+        if msg["type"] == "http.disconnect":
+            raise _ClientGone
+        if msg.get("more_body"):
+            parts = [body]
+            size = len(body)
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > self._max_body:
+                    raise PayloadTooLarge(f"Request body is larger than the limit of {self._max_body} bytes.")
+                parts.append(chunk)
+                if not msg.get("more_body"):
+                    break
+            body = b"".join(parts)
+        elif len(body) > self._max_body:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {self._max_body} bytes.")
+        if not body:
+            raise InvalidRequest("The request body is empty; expected a JSON object.")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}.") from None
+
+    @staticmethod
+    def _result_headers(ctx: RequestContext, upstream_id: str | None) -> Headers:
+        rec = ctx.record
+        out: Headers = [
+            (b"x-switchboard-model", (rec.public_model or "").encode()),
+            (b"x-switchboard-deployment", (rec.deployment or "").encode()),
+            (b"x-switchboard-attempts", str(len(rec.attempts)).encode()),
+        ]
+        if not rec.stream:
+            out.append((b"x-switchboard-cost-usd", f"{rec.cost_usd:.8f}".encode()))
+        if upstream_id:
+            out.append((b"x-switchboard-upstream-id", upstream_id.encode("latin-1", "replace")))
+        return out
+
+    @staticmethod
+    async def _send(send: Send, ex: _Exchange, status: int, payload: bytes, headers: Headers) -> None:
+        ex.started = True
+        headers.append(_JSON)
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": ex.with_id(headers)})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _send_error(self, send: Send, ex: _Exchange, exc: SwitchboardError) -> None:
+        if ex.started:
+            return
+        if ex.dialect == "anthropic":
+            payload = anthropic_wire.render_error(exc)
+        else:
+            payload = openai_wire.render_error(exc)
+        headers: Headers = []
+        if not exc.retryable:
+            headers.append((b"x-should-retry", b"false"))
+        if exc.retry_after is not None:
+            headers.append((b"retry-after", str(math.ceil(exc.retry_after)).encode()))
+            headers.append((b"retry-after-ms", str(int(exc.retry_after * 1000)).encode()))
+        if isinstance(exc, _MethodNotAllowed):
+            headers.append((b"allow", b"GET, POST"))
+        await self._send(send, ex, exc.status, orjson.dumps(payload), headers)
+
+
+class _MethodNotAllowed(InvalidRequest):
+    status = 405
+    default_code = "method_not_allowed"
+
+
+class _Exchange:
+    """Per-request state the app needs: id, headers, dialect, and whether a response started."""
+
+    __slots__ = ("client_gone", "dialect", "headers", "request_id", "started")
+
+    def __init__(self, request_id: str, headers: dict[str, str], dialect: str) -> None:
+        self.request_id = request_id
+        self.headers = headers
+        self.dialect = dialect
+        self.started = False
+        self.client_gone = False
+
+    def with_id(self, headers: Headers) -> Headers:
+        headers.append((b"x-request-id", self.request_id.encode()))
+        return headers
+
+
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _Exchange) -> None:
+    """Cancel ``task`` when the client disconnects (uvicorn reports it through ``receive``)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            ex.client_gone = True
+            task.cancel()
+            return
+
+
+_STARTED = int(time.time())
+
+
+def _anthropic_models(names: list[str]) -> dict[str, Any]:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(_STARTED))
+    data = [{"type": "model", "id": n, "display_name": n, "created_at": created} for n in names]
+    return {"data": data, "has_more": False, "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None}
+
+
+def create_app(config: Config, *, records: RecordSink | None = None) -> SwitchboardApp:
+    """Build the ASGI app for ``config``. ``records`` defaults to the configured SQLite store."""
+    if records is None and config.records.enabled:
+        from switchboard.storage.sqlite import SQLiteRecordWriter
+
+        records = SQLiteRecordWriter(config.records)
+    return SwitchboardApp(Gateway(config, records=records), config, records)

@@ -1,0 +1,232 @@
+"""The HTTP side of a JSON exchange with an upstream, shared by the OpenAI and Gemini adapters.
+
+It builds request headers (credential last, so a forwarded header cannot replace it), posts JSON and
+parses the answer, reads ``{"error": {...}}`` bodies into :mod:`switchboard.errors` through
+:func:`~switchboard.providers.errors.upstream_error`, and drains finished streams so that their
+connections go back to the pool. The adapters keep only the payload translation.
+
+Usage::
+
+    link = Exchange(config, http, auth={"authorization": f"Bearer {key}"}, secret=key)
+    data = await link.post_json(url, payload, options, provider="openai")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from switchboard.config.model import ProviderConfig
+from switchboard.errors import SwitchboardError, UpstreamError, UpstreamProtocolError
+from switchboard.providers.base import CallOptions
+from switchboard.providers.errors import upstream_error
+from switchboard.providers.http import HttpClient, StreamingResponse
+
+__all__ = ["ErrorBody", "Exchange", "drain", "parse_error_body"]
+
+# Headers a client may never set through forwarding: credentials and the message framing.
+_PROTECTED_HEADERS = frozenset({
+    "authorization", "x-api-key", "x-goog-api-key", "proxy-authorization", "content-type", "content-length",
+    "host", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "expect",
+})
+# After the last event only the end of the body is left; reading it lets the connection be reused.
+_DRAIN_SECONDS = 1.0
+
+# In-band (HTTP 200) stream errors carry a type or status word instead of an HTTP status; these are
+# the statuses the vendors use for them (OpenAI types/codes, Google RPC status names).
+_WORD_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "invalid_argument": 400,
+    "failed_precondition": 400,
+    "out_of_range": 400,
+    "authentication_error": 401,
+    "unauthenticated": 401,
+    "permission_error": 403,
+    "permission_denied": 403,
+    "not_found_error": 404,
+    "not_found": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "resource_exhausted": 429,
+    "timeout": 504,
+    "timeout_error": 504,
+    "deadline_exceeded": 504,
+    "overloaded": 503,
+    "overloaded_error": 503,
+    "server_overloaded": 503,
+    "unavailable": 503,
+}
+
+
+@dataclass(slots=True)
+class ErrorBody:
+    """What an upstream error body says. ``code`` is a string code or status word (``RESOURCE_EXHAUSTED``);
+    ``status`` is a numeric HTTP code found in the body (Gemini and vLLM put one there)."""
+
+    message: str = ""
+    code: str | None = None
+    type: str | None = None
+    param: str | None = None
+    status: int | None = None
+    retry_delay: str | None = None
+
+
+def parse_error_body(data: Any) -> ErrorBody:
+    """Read ``{"error": {"message", "type", "param", "code"}}`` (OpenAI and compatibles) or
+    ``{"error": {"code", "message", "status", "details"}}`` (Google); anything else gives an empty one."""
+    if isinstance(data, list) and data:
+        data = data[0]
+    if not isinstance(data, dict):
+        return ErrorBody()
+    err = data.get("error")
+    if isinstance(err, str):
+        return ErrorBody(message=err)
+    if not isinstance(err, dict):
+        # Some compatible servers (older vLLM) put the fields at the top: {"object": "error", ...}.
+        err = data
+    out = ErrorBody(message=_str(err.get("message")), type=_opt_str(err.get("type")),
+                    param=_opt_str(err.get("param")))
+    code = err.get("code")
+    if isinstance(code, str) and code:
+        out.code = code
+    elif isinstance(code, int) and 100 <= code <= 599:
+        out.status = code
+    if out.code is None:
+        out.code = _opt_str(err.get("status"))
+    details = err.get("details")
+    if isinstance(details, list):
+        for item in details:
+            if isinstance(item, dict) and isinstance(item.get("retryDelay"), str):
+                out.retry_delay = item["retryDelay"]
+    return out
+
+
+class Exchange:
+    """Sends JSON to one configured upstream and turns its error answers into Switchboard errors.
+
+    ``auth`` holds the credential headers; ``secret`` is scrubbed from every upstream text we pass on.
+    """
+
+    __slots__ = ("_auth", "_base_headers", "_config", "_http", "_secret")
+
+    def __init__(self, config: ProviderConfig, http: HttpClient, *, auth: Mapping[str, str],
+                 secret: str | None) -> None:
+        self._config = config
+        self._http = http
+        self._auth = dict(auth)
+        self._secret = secret
+        base = {"content-type": "application/json", "accept": "application/json"}
+        base.update({k.lower(): v for k, v in config.headers.items()})
+        self._base_headers = base
+
+    def headers(self, options: CallOptions, *, accept: str | None = None) -> dict[str, str]:
+        """Request headers: ours, the configured ones, the forwarded ones, then the credential."""
+        headers = dict(self._base_headers)
+        if accept is not None:
+            headers["accept"] = accept
+        for name, value in options.forward_headers.items():
+            key = name.lower()
+            if key not in _PROTECTED_HEADERS and key not in self._base_headers:
+                headers[key] = value
+        headers.update(self._auth)
+        return headers
+
+    def timeout(self, options: CallOptions) -> float:
+        """Seconds for the whole exchange: the attempt's budget, else the provider's."""
+        return options.timeout if options.timeout is not None else self._config.timeout
+
+    async def post_json(self, url: str, payload: dict[str, Any], options: CallOptions, *, provider: str) -> Any:
+        """POST ``payload`` and return the parsed 2xx answer; raise the mapped error otherwise."""
+        resp = await self._http.request(
+            "POST", url, headers=self.headers(options), body=orjson.dumps(payload),
+            timeout=self.timeout(options), connect_timeout=self._config.connect_timeout,
+        )
+        if not 200 <= resp.status < 300:
+            raise self.status_error(resp.status, resp.body, resp.headers, provider=provider)
+        try:
+            return orjson.loads(resp.body)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"{provider} returned a response that is not JSON") from None
+
+    def open_stream(self, url: str, payload: dict[str, Any],
+                    options: CallOptions) -> AbstractAsyncContextManager[StreamingResponse]:
+        """``http.stream(...)`` for a streamed POST of ``payload`` (an async context manager)."""
+        return self._http.stream(
+            "POST", url, headers=self.headers(options, accept="text/event-stream"), body=orjson.dumps(payload),
+            timeout=self.timeout(options), connect_timeout=self._config.connect_timeout,
+        )
+
+    async def check_stream(self, resp: StreamingResponse, *, provider: str) -> None:
+        """Raise the mapped error if a stream request was answered with an error status, or with one
+        JSON body instead of events (some servers report errors that way even with HTTP 200)."""
+        if not 200 <= resp.status < 300:
+            raise self.status_error(resp.status, await resp.read(), resp.headers, provider=provider)
+        if "application/json" in resp.headers.get("content-type", ""):
+            body = await resp.read()
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                data = None
+            if isinstance(data, dict | list) and parse_error_body(data).message:
+                raise self.inband_error(data, resp.headers, provider=provider)
+            raise UpstreamProtocolError(f"{provider} answered a stream request with JSON (HTTP {resp.status})")
+
+    def status_error(self, status: int, body: bytes, headers: Mapping[str, str], *,
+                     provider: str) -> SwitchboardError:
+        """The error for a non-2xx answer."""
+        try:
+            info = parse_error_body(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            info = ErrorBody(message=body[:300].decode("utf-8", "replace").strip())
+        return self._error(status, info, headers, provider)
+
+    def inband_error(self, data: Any, headers: Mapping[str, str], *, provider: str) -> SwitchboardError:
+        """The error for an error object that arrived inside a 2xx answer (a stream's error frame)."""
+        info = parse_error_body(data)
+        status = info.status
+        if status is None:
+            for word in (info.code, info.type):
+                if word is not None and word.lower() in _WORD_STATUS:
+                    status = _WORD_STATUS[word.lower()]
+                    break
+        return self._error(status or 500, info, headers, provider)
+
+    def _error(self, status: int, info: ErrorBody, headers: Mapping[str, str], provider: str) -> SwitchboardError:
+        hdrs: Mapping[str, str] = headers
+        if info.retry_delay and "retry-after" not in headers and "retry-after-ms" not in headers:
+            # Google says when to come back in the body (RetryInfo "38s"), not in a header.
+            hdrs = {**headers, "retry-after": info.retry_delay.rstrip("s")}
+        return upstream_error(status, self.scrub(info.message), code=info.code, param=info.param,
+                              headers=hdrs, provider=provider)
+
+    def scrub(self, text: str) -> str:
+        """Remove our credential from upstream text, in case something echoed the request headers."""
+        if self._secret and self._secret in text:
+            return text.replace(self._secret, "[redacted]")
+        return text
+
+
+async def drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what is left of a finished stream so the connection can go back to the pool; give up
+    quickly, since every event has been delivered already."""
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in chunks:
+                pass
+    except (TimeoutError, UpstreamError):
+        pass
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

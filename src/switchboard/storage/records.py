@@ -1,0 +1,111 @@
+"""Storage protocols for request records: a sink the request path feeds, a reader for looking back.
+
+A sink takes finished :class:`RequestRecord` objects on the hot path and persists them later, in
+batches; it never makes the caller wait and counts what it had to drop. A reader answers
+:class:`RecordQuery` filters, newest first, and applies retention. Backends (SQLite now, Postgres
+later) implement both over the same logical schema.
+
+Usage::
+
+    sink.submit(record)                                  # on the event loop: never waits
+    reader.query(RecordQuery(public_model="fast", only_errors=True, limit=20))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from switchboard.telemetry.record import RequestRecord
+
+__all__ = ["RecordQuery", "RecordReader", "RecordSink", "RecordStoreError", "SinkStats"]
+
+
+class RecordStoreError(Exception):
+    """A record store that cannot be opened or read (not a records database, unreadable file …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordQuery:
+    """Filters over stored records; every filter that is set must hold. Results come newest first.
+
+    ``since`` is inclusive and ``until`` exclusive (unix seconds, compared with ``started_at``).
+    ``only_errors`` keeps what the client saw as a failure: an HTTP status of 400 or more, or a
+    stream cut after content had been sent (``partial``). ``limit=None`` returns everything.
+
+    Usage::
+
+        RecordQuery(since=time.time() - 3600, deployment="openai/gpt-4o-mini", limit=50)
+    """
+
+    since: float | None = None
+    until: float | None = None
+    public_model: str | None = None
+    deployment: str | None = None
+    status: int | None = None
+    only_errors: bool = False
+    caller: str | None = None
+    request_id: str | None = None
+    limit: int | None = 100
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {self.limit}")
+
+    def matches(self, record: RequestRecord) -> bool:
+        """Whether ``record`` passes every filter (``limit`` aside): the reference for every backend."""
+        return (
+            (self.since is None or record.started_at >= self.since)
+            and (self.until is None or record.started_at < self.until)
+            and (self.public_model is None or record.public_model == self.public_model)
+            and (self.deployment is None or record.deployment == self.deployment)
+            and (self.status is None or record.status == self.status)
+            and (not self.only_errors or record.status >= 400 or record.partial)
+            and (self.caller is None or record.caller == self.caller)
+            and (self.request_id is None or record.request_id == self.request_id)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """A snapshot of a sink's counters.
+
+    ``queued`` is what was accepted and not yet written or dropped; ``dropped`` counts records
+    refused by a full queue, submitted after close, or given up after a failed retry; ``batches``
+    counts committed write transactions.
+    """
+
+    queued: int
+    written: int
+    dropped: int
+    write_errors: int
+    batches: int
+    last_error: str | None
+
+
+class RecordSink(Protocol):
+    """Where the request path hands its finished records.
+
+    ``submit`` runs on the event loop for every request: it must not block or do I/O, and returns
+    ``False`` when the record was dropped. ``start`` and ``close`` may block (call them at startup and
+    shutdown, off the loop); ``close`` flushes what is queued, waiting at most ``timeout`` seconds.
+    """
+
+    def start(self) -> None: ...
+
+    def submit(self, record: RequestRecord) -> bool: ...
+
+    def close(self, timeout: float = 5.0) -> None: ...
+
+    @property
+    def stats(self) -> SinkStats: ...
+
+
+class RecordReader(Protocol):
+    """Read access to stored records, plus retention. Calls block: run them in a thread, not on the loop."""
+
+    def query(self, q: RecordQuery) -> list[RequestRecord]: ...
+
+    def delete_older_than(self, ts: float) -> int: ...
+
+    def close(self) -> None: ...

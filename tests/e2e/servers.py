@@ -1,0 +1,93 @@
+"""Real servers on real sockets for end-to-end tests: the simulated fleet and the gateway under uvicorn,
+each on its own thread and event loop, so the official SDKs talk to them exactly as users do."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import uvicorn
+
+from switchboard.app import SwitchboardApp
+from switchboard.sim.fleet import Fleet
+from switchboard.sim.server import SimServer
+
+
+class LoopThread:
+    """Runs one coroutine (a server) on a private event loop in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def _call() -> Any:
+            return fn()
+        return self.run(_call())
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+class SimThread:
+    """The simulated providers on 127.0.0.1, in a thread."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._lt = LoopThread("sim")
+        self.server = SimServer(fleet, host="127.0.0.1", port=0)
+        self._lt.run(self.server.start())
+        self.base_url: str = self.server.base_url
+
+    def stats(self) -> Any:
+        return self._lt.call(lambda: self.server.stats)
+
+    def close(self) -> None:
+        self._lt.run(self.server.close())
+        self._lt.stop()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._ready.set()
+
+
+class GatewayThread:
+    """The gateway's ASGI app served by uvicorn (httptools) on an ephemeral 127.0.0.1 port."""
+
+    def __init__(self, app: SwitchboardApp) -> None:
+        self.app = app
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        ready = threading.Event()
+        config = uvicorn.Config(app, lifespan="on", http="httptools", access_log=False, log_level="warning",
+                                timeout_graceful_shutdown=5)
+        self.server = _Server(config, ready)
+        self._thread = threading.Thread(target=self._serve, name="gateway", daemon=True)
+        self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("gateway did not start")
+
+    def _serve(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self._sock]))
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(30)
+        self._sock.close()
