@@ -301,10 +301,8 @@ class SwitchboardApp:
     async def _send_error(self, send: Send, ex: _Exchange, exc: SwitchboardError) -> None:
         if ex.started:
             return
-        if ex.dialect == "anthropic":
-            payload = anthropic_wire.render_error(exc)
-        else:
-            payload = openai_wire.render_error(exc)
+        render = anthropic_wire.render_error if ex.dialect == "anthropic" else openai_wire.render_error
+        payload = render(exc)
         headers: Headers = []
         if not exc.retryable:
             headers.append((b"x-should-retry", b"false"))

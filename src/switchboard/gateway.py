@@ -14,13 +14,13 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from switchboard.config.model import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from switchboard.errors import InvalidRequest, ModelNotFound, SwitchboardError
-from switchboard.execution.executor import Attempted, Executor
+from switchboard.execution.executor import Executor
 from switchboard.providers.base import Provider, create_provider
 from switchboard.providers.http import HttpClient
 from switchboard.routing.plan import RequestFeatures, RoutePlan
@@ -181,7 +181,7 @@ class Gateway:
             rec.public_model = public
             plan = self._plan_chat(public, model, request)
             done = await self._executor.chat(plan, request, ctx)
-            self._settle(rec, done, done.value.usage)
+            self._settle(rec, done.deployment, done.value.usage)
             rec.ttft_ms = rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
             return done.value
         except SwitchboardError as exc:
@@ -210,7 +210,7 @@ class Gateway:
             self._submit(ctx)
             raise
         rec.ttft_ms = (time.perf_counter() - ctx.started) * 1000
-        self._settle(rec, started, None)
+        self._settle(rec, started.deployment, None)
         return ChatStream(self, ctx, started.deployment, started.value[0], started.value[1])
 
     async def embed(self, request: EmbeddingRequest, ctx: RequestContext | None = None) -> EmbeddingResponse:
@@ -222,7 +222,7 @@ class Gateway:
             rec.public_model = public
             plan = self._select(RequestFeatures(public), model)
             done = await self._executor.embed(plan, request, ctx)
-            self._settle(rec, done, done.value.usage)
+            self._settle(rec, done.deployment, done.value.usage)
             rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
             return done.value
         except SwitchboardError as exc:
@@ -234,8 +234,7 @@ class Gateway:
     # -- record keeping ----------------------------------------------------------------------
 
     @staticmethod
-    def _settle(rec: RequestRecord, done: Attempted[object], usage: Usage | None) -> None:
-        dep = done.deployment
+    def _settle(rec: RequestRecord, dep: DeploymentConfig, usage: Usage | None) -> None:
         rec.deployment = dep.id
         rec.provider = dep.provider
         rec.upstream_model = dep.model
@@ -288,7 +287,7 @@ class ChatStream:
         """Stop the stream and release the upstream connection."""
         await self._events.aclose()
 
-    async def _run(self) -> AsyncIterator[StreamEvent]:
+    async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         rec = self.ctx.record
         finished = False
         try:

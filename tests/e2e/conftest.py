@@ -33,6 +33,8 @@ def gateway_config(sim: SimThread, fleet: Fleet, tmp_path_factory: pytest.TempPa
     raw = gateway_config_for_fleet(fleet, sim.base_url)
     db = tmp_path_factory.mktemp("records") / "records.db"
     raw["records"] = {"enabled": True, "path": str(db), "flush_interval": 0.05}
+    # Room for prompts that overflow a 1M-token context window.
+    raw["server"] = {"max_body_bytes": 32 * 1024 * 1024}
     return parse_config(raw, env={})
 
 

@@ -147,16 +147,16 @@ def test_stream_error_after_content_is_never_silent(oai: openai.OpenAI, ant: ant
     model = model_for(fleet, fmt)
     headers = {"x-sim-stream-error-after": "3", "x-sim-output-tokens": "10"}
     got = ""
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError):  # noqa: PT012
         for chunk in oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
                                                  stream=True, extra_headers=headers):
             got += (chunk.choices[0].delta.content or "") if chunk.choices else ""
     assert got  # content arrived, then the error — never a silent end
-    with pytest.raises(anthropic.APIError):  # noqa: PT012
-        with ant.messages.stream(model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}],
-                                 extra_headers=headers) as s:
-            for _ in s:
-                pass
+    with pytest.raises(anthropic.APIError), ant.messages.stream(
+        model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}], extra_headers=headers
+    ) as s:
+        for _ in s:
+            pass
     headers = {"x-sim-reset-after": "3", "x-sim-output-tokens": "10"}
     with pytest.raises(openai.APIError):
         for _ in oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],

@@ -185,7 +185,7 @@ def test_anthropic_sdk_tool_use(ant: anthropic.Anthropic, fleet: Fleet, fmt: str
         model=model, max_tokens=200, tools=[WEATHER_ANT],  # type: ignore[list-item]
         messages=[
             {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": [b.model_dump() for b in msg.content]},  # type: ignore[misc]
+            {"role": "assistant", "content": msg.content},  # type: ignore[typeddict-item]
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": "18C"}]},
         ],
         extra_headers={"x-sim-reply": "It is 18 degrees."},

@@ -6,8 +6,6 @@ The canned payloads follow the shapes of the official ``anthropic`` SDK's types 
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,83 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-
-def _install_sse_stand_in() -> None:
-    """A minimal stand-in for ``switchboard.providers.sse`` until the real parser lands."""
-    try:
-        import switchboard.providers.sse  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return
-
-    @dataclass
-    class SSEEvent:
-        event: str | None
-        data: str
-        id: str | None = None
-
-    class SSEDecoder:
-        def __init__(self) -> None:
-            self._buf = b""
-            self._event: str | None = None
-            self._data: list[str] = []
-            self._id: str | None = None
-
-        def _line(self, line: str) -> SSEEvent | None:
-            if not line:
-                if not self._data:
-                    self._event = None
-                    return None
-                ev = SSEEvent(self._event, "\n".join(self._data), self._id)
-                self._event, self._data = None, []
-                return ev
-            if line.startswith(":"):
-                return None
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                self._event = value
-            elif name == "data":
-                self._data.append(value)
-            elif name == "id":
-                self._id = value
-            return None
-
-        def feed(self, chunk: bytes) -> list[SSEEvent]:
-            self._buf += chunk
-            *lines, self._buf = self._buf.split(b"\n")
-            out = []
-            for raw in lines:
-                ev = self._line(raw.rstrip(b"\r").decode())
-                if ev is not None:
-                    out.append(ev)
-            return out
-
-        def close(self) -> list[SSEEvent]:
-            out = self.feed(b"\n") if self._buf else []
-            ev = self._line("")
-            return [*out, ev] if ev is not None else out
-
-    async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-        decoder = SSEDecoder()
-        async for chunk in chunks:
-            for ev in decoder.feed(chunk):
-                yield ev
-        for ev in decoder.close():
-            yield ev
-
-    module = types.ModuleType("switchboard.providers.sse")
-    module.SSEEvent = SSEEvent  # type: ignore[attr-defined]
-    module.SSEDecoder = SSEDecoder  # type: ignore[attr-defined]
-    module.iter_sse = iter_sse  # type: ignore[attr-defined]
-    sys.modules["switchboard.providers.sse"] = module
-
-
-_install_sse_stand_in()
-
-from switchboard.config.model import DeploymentConfig, ProviderConfig  # noqa: E402
-from switchboard.errors import (  # noqa: E402
+from switchboard.config.model import DeploymentConfig, ProviderConfig
+from switchboard.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     RateLimited,
@@ -107,10 +30,10 @@ from switchboard.errors import (  # noqa: E402
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from switchboard.providers.anthropic import JSON_TOOL_NAME, AnthropicProvider  # noqa: E402
-from switchboard.providers.base import CallOptions  # noqa: E402
-from switchboard.providers.http import HttpClient, HttpResponse, StreamingResponse  # noqa: E402
-from switchboard.schemas.canonical import (  # noqa: E402
+from switchboard.providers.anthropic import JSON_TOOL_NAME, AnthropicProvider
+from switchboard.providers.base import CallOptions
+from switchboard.providers.http import HttpClient, HttpResponse, StreamingResponse
+from switchboard.schemas.canonical import (
     ChatRequest,
     EmbeddingRequest,
     ImagePart,

@@ -163,8 +163,8 @@ def banner(resolved: ResolvedConfig) -> str:
                  + (" (see: switchboard logs)" if rec.enabled else ""))
     first_chat = next((n for n, m in cfg.models.items() if m.kind == "chat"), None)
     if first_chat:
-        lines.append(f"Try: curl {url}/v1/chat/completions -H 'content-type: application/json' "
-                     f"-d '{{\"model\": \"{first_chat}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
+        body = f'{{"model": "{first_chat}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+        lines.append(f"Try: curl {url}/v1/chat/completions -H 'content-type: application/json' -d '{body}'")
     return "\n".join(lines)
 
 

@@ -93,7 +93,7 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     names: dict[str, str] = {}
     deployment_ids: dict[str, str] = {}
-    for model_name, model in cfg.models.items():
+    for model_name in cfg.models:
         names[model_name] = f"models.{model_name}"
     for model_name, model in cfg.models.items():
         for i, alias in enumerate(model.aliases):

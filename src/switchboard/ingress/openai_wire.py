@@ -32,7 +32,8 @@ import re
 import secrets
 import sys
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from switchboard.errors import InvalidRequest, SwitchboardError, UnsupportedParameter
 from switchboard.ingress.sse import DONE_FRAME, sse_frame
@@ -71,6 +72,7 @@ __all__ = [
 ]
 
 JSONObject = dict[str, Any]
+_T = TypeVar("_T")
 
 _INT64_MAX = 2**63 - 1
 _NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -112,6 +114,7 @@ _MESSAGE_KEYS = {
     ),
     "tool": frozenset({"role", "content", "tool_call_id"}),
 }
+_EMPTY_ARRAY = "empty array. Expected an array with minimum length 1, but got an empty array instead."
 _TEXT_ONLY = frozenset({"text"})
 _USER_PARTS = frozenset({"text", "image_url"})
 _ASSISTANT_PARTS = frozenset({"text", "refusal"})
@@ -180,9 +183,9 @@ def _int(value: object, path: str, lo: int, hi: int = _INT64_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _type_error(path, "an integer", value)
     if value < lo:
-        raise _invalid(path, f"integer below minimum value. Expected a value >= {lo}, but got {value} instead.")
+        raise _invalid(path, f"integer below minimum value. Expected a value >= {lo}, but got {value}.")
     if value > hi:
-        raise _invalid(path, f"integer above maximum value. Expected a value <= {hi}, but got {value} instead.")
+        raise _invalid(path, f"integer above maximum value. Expected a value <= {hi}, but got {value}.")
     return value
 
 
@@ -191,19 +194,16 @@ def _num(value: object, path: str, lo: float, hi: float) -> float:
         raise _type_error(path, "a number", value)
     number = float(value)
     if math.isnan(number) or number < lo:
-        raise _invalid(path, f"number below minimum value. Expected a value >= {lo:g}, but got {value} instead.")
+        raise _invalid(path, f"number below minimum value. Expected a value >= {lo:g}, but got {value}.")
     if number > hi:
-        raise _invalid(path, f"number above maximum value. Expected a value <= {hi:g}, but got {value} instead.")
+        raise _invalid(path, f"number above maximum value. Expected a value <= {hi:g}, but got {value}.")
     return number
 
 
 def _one_of(value: object, path: str, allowed: tuple[str, ...]) -> str:
     text = _str(value, path)
     if text not in allowed:
-        choices = ", ".join(f"'{a}'" for a in allowed)
-        raise InvalidRequest(
-            f"Invalid value for '{path}': '{text}'. Supported values are: {choices}.", param=path
-        )
+        raise _one_of_error(path, text, allowed)
     return text
 
 
@@ -216,7 +216,7 @@ def _required(obj: JSONObject, key: str, path: str) -> Any:
 def _known_keys(obj: JSONObject, allowed: frozenset[str], path: str) -> None:
     for key in obj:
         if key not in allowed:
-            raise InvalidRequest(f"Unrecognized parameter '{key}' in '{path}'.", param=f"{path}.{key}")
+            raise InvalidRequest(f"Unrecognized parameter: '{path}.{key}'.", param=f"{path}.{key}")
 
 
 def _name(value: object, path: str) -> str:
@@ -226,11 +226,6 @@ def _name(value: object, path: str) -> str:
             path, f"'{name}' does not match '^[a-zA-Z0-9_-]{{1,64}}$' - letters, digits, '_' and '-' only."
         )
     return name
-
-
-def _schema(value: object, path: str) -> JSONObject:
-    """A JSON Schema object, passed through untouched; it only has to be an object."""
-    return _obj(value, path)
 
 
 # --- chat request ------------------------------------------------------------------------------
@@ -275,10 +270,12 @@ def parse_chat_request(body: object) -> ChatRequest:
     )
 
 
-def _opt(body: JSONObject, key: str, convert: Any) -> Any:
-    """``convert(value, key)`` when the key is present and not null; else None."""
-    value = body.get(key)
-    return None if value is None else convert(value, key)
+def _opt(obj: JSONObject, key: str, convert: Callable[[Any, str], _T], parent: str = "") -> _T | None:
+    """``convert(value, path)`` when the key is present and not null; else None."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    return convert(value, f"{parent}.{key}" if parent else key)
 
 
 def _opt_num(body: JSONObject, key: str, lo: float, hi: float) -> float | None:
@@ -325,8 +322,8 @@ def _stream(body: JSONObject) -> tuple[bool, bool]:
         )
     options = _obj(options, "stream_options")
     _known_keys(options, frozenset({"include_usage", "include_obfuscation"}), "stream_options")
-    _opt(options, "include_obfuscation", lambda v, _p: _bool(v, "stream_options.include_obfuscation"))
-    usage = _opt(options, "include_usage", lambda v, _p: _bool(v, "stream_options.include_usage"))
+    _opt(options, "include_obfuscation", _bool, "stream_options")
+    usage = _opt(options, "include_usage", _bool, "stream_options")
     return stream, bool(usage)
 
 
@@ -376,7 +373,7 @@ def _logit_bias(value: object) -> dict[str, float] | None:
 def _messages(value: object) -> list[Message]:
     items = _list(value, "messages")
     if not items:
-        raise _invalid("messages", "empty array. Expected an array with minimum length 1, but got an empty array instead.")
+        raise _invalid("messages", _EMPTY_ARRAY)
     call_names: dict[str, str] = {}  # tool_call_id -> function name, to name tool results
     out: list[Message] = []
     for i, item in enumerate(items):
@@ -391,11 +388,11 @@ def _message(value: object, path: str, call_names: dict[str, str]) -> Message:
     obj = _obj(value, path)
     role = _str(_required(obj, "role", f"{path}.role"), f"{path}.role")
     if role == "function":
-        raise _unsupported(f"{path}.role", "'function' messages are deprecated and not supported; use 'tool'.")
+        raise _unsupported(f"{path}.role", "'function' messages are deprecated; use 'tool' messages.")
     if role not in _MESSAGE_KEYS:
         raise _one_of_error(f"{path}.role", role, ("system", "assistant", "user", "tool", "developer"))
     _known_keys(obj, _MESSAGE_KEYS[role], path)
-    name = _opt(obj, "name", lambda v, _p: _str(v, f"{path}.name"))
+    name = _opt(obj, "name", _str, path)
     content_path = f"{path}.content"
     if role == "assistant":
         return _assistant_message(obj, path, name)
@@ -412,7 +409,8 @@ def _parts_for(role: str) -> frozenset[str]:
 
 def _one_of_error(path: str, value: str, allowed: tuple[str, ...]) -> InvalidRequest:
     choices = ", ".join(f"'{a}'" for a in allowed)
-    return InvalidRequest(f"Invalid value for '{path}': '{value}'. Supported values are: {choices}.", param=path)
+    message = f"Invalid value for '{path}': '{value}'. Supported values are: {choices}."
+    return InvalidRequest(message, param=path)
 
 
 def _assistant_message(obj: JSONObject, path: str, name: str | None) -> Message:
@@ -431,19 +429,21 @@ def _assistant_message(obj: JSONObject, path: str, name: str | None) -> Message:
             f"Missing required parameter: '{path}.content' (required unless 'tool_calls' is given).",
             param=f"{path}.content",
         )
-    refusal = _opt(obj, "refusal", lambda v, _p: _str(v, f"{path}.refusal"))
+    refusal = _opt(obj, "refusal", _str, path)
     if refusal and not content:
         content = [TextPart(refusal)]  # a refusal in history is what the assistant said
     return Message("assistant", content, tool_calls=tool_calls, name=name)
 
 
-def _content(value: object, path: str, allowed: frozenset[str], *, allow_empty: bool = False) -> list[ContentPart]:
+def _content(
+    value: object, path: str, allowed: frozenset[str], *, allow_empty: bool = False
+) -> list[ContentPart]:
     if isinstance(value, str):
         return [TextPart(value)]
     if not isinstance(value, list):
         raise _type_error(path, "a string or an array of content parts", value)
     if not value and not allow_empty:
-        raise _invalid(path, "empty array. Expected an array with minimum length 1, but got an empty array instead.")
+        raise _invalid(path, _EMPTY_ARRAY)
     return [_part(item, f"{path}[{j}]", allowed) for j, item in enumerate(value)]
 
 
@@ -466,7 +466,7 @@ def _image_part(value: object, path: str) -> ImagePart:
     obj = _obj(value, path)
     _known_keys(obj, frozenset({"url", "detail"}), path)
     url = _str(_required(obj, "url", f"{path}.url"), f"{path}.url")
-    detail = _opt(obj, "detail", lambda v, _p: _one_of(v, f"{path}.detail", _IMAGE_DETAILS))
+    detail = _opt(obj, "detail", lambda v, p: _one_of(v, p, _IMAGE_DETAILS), path)
     if url.startswith("data:"):
         header, comma, data = url[5:].partition(",")
         media_type = header.split(";", 1)[0]
@@ -527,11 +527,11 @@ def _tools(value: object) -> list[ToolSpec]:
         seen.add(name)
         spec = ToolSpec(
             name,
-            description=_opt(fn, "description", lambda v, _p: _str(v, f"{fn_path}.description")),
-            strict=_opt(fn, "strict", lambda v, _p: _bool(v, f"{fn_path}.strict")),
+            description=_opt(fn, "description", _str, fn_path),
+            strict=_opt(fn, "strict", _bool, fn_path),
         )
         if fn.get("parameters") is not None:
-            spec.parameters = _schema(fn["parameters"], f"{fn_path}.parameters")
+            spec.parameters = _obj(fn["parameters"], f"{fn_path}.parameters")
         out.append(spec)
     return out
 
@@ -564,9 +564,8 @@ def _response_format(value: object) -> ResponseFormat | None:
     if value is None:
         return None
     obj = _obj(value, "response_format")
-    kind = _one_of(
-        _required(obj, "type", "response_format.type"), "response_format.type", ("text", "json_object", "json_schema")
-    )
+    kinds = ("text", "json_object", "json_schema")
+    kind = _one_of(_required(obj, "type", "response_format.type"), "response_format.type", kinds)
     if kind == "text":
         _known_keys(obj, frozenset({"type"}), "response_format")
         return ResponseFormat("text")
@@ -577,13 +576,13 @@ def _response_format(value: object) -> ResponseFormat | None:
     path = "response_format.json_schema"
     spec = _obj(_required(obj, "json_schema", path), path)
     _known_keys(spec, frozenset({"name", "description", "schema", "strict"}), path)
-    _opt(spec, "description", lambda v, _p: _str(v, f"{path}.description"))
-    schema = _opt(spec, "schema", lambda v, _p: _schema(v, f"{path}.schema"))
+    _opt(spec, "description", _str, path)
+    schema = _opt(spec, "schema", _obj, path)
     return ResponseFormat(
         "json_schema",
         schema=schema,
         name=_name(_required(spec, "name", f"{path}.name"), f"{path}.name"),
-        strict=_opt(spec, "strict", lambda v, _p: _bool(v, f"{path}.strict")),
+        strict=_opt(spec, "strict", _bool, path),
     )
 
 
@@ -696,7 +695,8 @@ def render_embedding_response(resp: EmbeddingResponse, *, model: str, encoding_f
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": encode(vector)} for i, vector in enumerate(resp.vectors)
+            {"object": "embedding", "index": i, "embedding": encode(vector)}
+            for i, vector in enumerate(resp.vectors)
         ],
         "model": model,
         "usage": {"prompt_tokens": resp.usage.input_tokens, "total_tokens": resp.usage.input_tokens},
@@ -714,7 +714,10 @@ def render_models(entries: list[tuple[str, str]], created: int) -> JSONObject:
     """The ``GET /v1/models`` list from ``(id, owned_by)`` pairs."""
     return {
         "object": "list",
-        "data": [{"id": mid, "object": "model", "created": created, "owned_by": owner} for mid, owner in entries],
+        "data": [
+            {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+            for model_id, owner in entries
+        ],
     }
 
 

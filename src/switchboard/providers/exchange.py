@@ -142,7 +142,8 @@ class Exchange:
         """Seconds for the whole exchange: the attempt's budget, else the provider's."""
         return options.timeout if options.timeout is not None else self._config.timeout
 
-    async def post_json(self, url: str, payload: dict[str, Any], options: CallOptions, *, provider: str) -> Any:
+    async def post_json(self, url: str, payload: dict[str, Any], options: CallOptions, *,
+                        provider: str) -> Any:
         """POST ``payload`` and return the parsed 2xx answer; raise the mapped error otherwise."""
         resp = await self._http.request(
             "POST", url, headers=self.headers(options), body=orjson.dumps(payload),
@@ -158,8 +159,9 @@ class Exchange:
     def open_stream(self, url: str, payload: dict[str, Any],
                     options: CallOptions) -> AbstractAsyncContextManager[StreamingResponse]:
         """``http.stream(...)`` for a streamed POST of ``payload`` (an async context manager)."""
+        headers = self.headers(options, accept="text/event-stream")
         return self._http.stream(
-            "POST", url, headers=self.headers(options, accept="text/event-stream"), body=orjson.dumps(payload),
+            "POST", url, headers=headers, body=orjson.dumps(payload),
             timeout=self.timeout(options), connect_timeout=self._config.connect_timeout,
         )
 
@@ -176,7 +178,8 @@ class Exchange:
                 data = None
             if isinstance(data, dict | list) and parse_error_body(data).message:
                 raise self.inband_error(data, resp.headers, provider=provider)
-            raise UpstreamProtocolError(f"{provider} answered a stream request with JSON (HTTP {resp.status})")
+            raise UpstreamProtocolError(
+                f"{provider} answered a stream request with JSON (HTTP {resp.status})")
 
     def status_error(self, status: int, body: bytes, headers: Mapping[str, str], *,
                      provider: str) -> SwitchboardError:
@@ -198,7 +201,8 @@ class Exchange:
                     break
         return self._error(status or 500, info, headers, provider)
 
-    def _error(self, status: int, info: ErrorBody, headers: Mapping[str, str], provider: str) -> SwitchboardError:
+    def _error(self, status: int, info: ErrorBody, headers: Mapping[str, str],
+               provider: str) -> SwitchboardError:
         hdrs: Mapping[str, str] = headers
         if info.retry_delay and "retry-after" not in headers and "retry-after-ms" not in headers:
             # Google says when to come back in the body (RetryInfo "38s"), not in a header.

@@ -99,7 +99,9 @@ class OpenAIProvider:
         self._embed_url = f"{config.base_url}/embeddings"
         self._official = urlsplit(config.base_url).hostname == _OFFICIAL_HOST
 
-    async def chat(self, request: ChatRequest, deployment: DeploymentConfig, options: CallOptions) -> ChatResponse:
+    async def chat(
+        self, request: ChatRequest, deployment: DeploymentConfig, options: CallOptions
+    ) -> ChatResponse:
         """Send one non-streaming chat completion and translate the answer."""
         body = build_chat_body(request, deployment.model, official=self._official, stream=False)
         data = await self._link.post_json(self._chat_url, body, options, provider=deployment.provider)
@@ -137,7 +139,8 @@ class OpenAIProvider:
         self, request: EmbeddingRequest, deployment: DeploymentConfig, options: CallOptions
     ) -> EmbeddingResponse:
         """Create embeddings with ``POST {base_url}/embeddings``; vectors come back in input order."""
-        body: dict[str, Any] = {"model": deployment.model, "input": request.inputs, "encoding_format": "float"}
+        body: dict[str, Any] = {"model": deployment.model, "input": request.inputs,
+                                "encoding_format": "float"}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
         if request.user is not None:
@@ -146,7 +149,8 @@ class OpenAIProvider:
         try:
             return _parse_embeddings(data, deployment.model, len(request.inputs))
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise UpstreamProtocolError(f"{deployment.provider} returned a malformed embeddings response") from None
+            raise UpstreamProtocolError(
+                f"{deployment.provider} returned a malformed embeddings response") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,7 +270,9 @@ def _text_only(parts: list[ContentPart], role: str) -> None:
         raise UnsupportedParameter(f"{role} messages cannot carry images", param="messages")
 
 
-def _tool(name: str, description: str | None, parameters: dict[str, Any], strict: bool | None) -> dict[str, Any]:
+def _tool(
+    name: str, description: str | None, parameters: dict[str, Any], strict: bool | None
+) -> dict[str, Any]:
     fn: dict[str, Any] = {"name": name}
     if description is not None:
         fn["description"] = description
@@ -456,7 +462,8 @@ class StreamTranslator:
             frame = orjson.loads(data)
         except orjson.JSONDecodeError:
             if event == "error":
-                raise self._link.inband_error({"error": {"message": data}}, {}, provider=self._provider) from None
+                raise self._link.inband_error({"error": {"message": data}}, {},
+                                              provider=self._provider) from None
             raise UpstreamProtocolError(f"{self._provider} sent a malformed stream frame") from None
         if not isinstance(frame, dict):
             raise UpstreamProtocolError(f"{self._provider} sent a stream frame that is not an object")
@@ -523,7 +530,9 @@ class StreamTranslator:
         return out
 
 
-def _tool_fragment(state: _ChoiceState, choice: int, fragment: dict[str, Any], out: list[StreamEvent]) -> None:
+def _tool_fragment(
+    state: _ChoiceState, choice: int, fragment: dict[str, Any], out: list[StreamEvent]
+) -> None:
     """One ``delta.tool_calls[]`` fragment. A fragment with a new index (or a new id at a known index,
     which some compatible servers send for parallel calls) starts a call; ``arguments`` pieces append."""
     upstream_index = fragment.get("index")

@@ -1,0 +1,81 @@
+"""The records schema: one column per record field, created by recorded, idempotent migrations."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switchboard.config.model import RecordsConfig
+from switchboard.storage.sqlite import COLUMNS, MIGRATIONS, Migration, SQLiteRecordWriter, apply_migrations
+from switchboard.telemetry.record import RequestRecord
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    yield connection
+    connection.close()
+
+
+def migration_names(conn: sqlite3.Connection) -> list[str]:
+    return [name for (name,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+
+
+def test_columns_follow_the_record_fields() -> None:
+    # A new RequestRecord field needs a new migration and a place in COLUMNS.
+    assert tuple(f.name for f in dataclasses.fields(RequestRecord)) == COLUMNS
+
+
+def test_the_table_has_exactly_those_columns(conn: sqlite3.Connection) -> None:
+    apply_migrations(conn)
+    assert tuple(row[1] for row in conn.execute("PRAGMA table_info(requests)")) == COLUMNS
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(requests)")}
+    assert {
+        "requests_started_at",
+        "requests_public_model",
+        "requests_deployment",
+        "requests_status",
+        "requests_caller",
+    } <= indexes
+
+
+def test_migrations_are_recorded_and_idempotent(conn: sqlite3.Connection) -> None:
+    names = [m.name for m in MIGRATIONS]
+    assert names == sorted(names)
+    assert apply_migrations(conn) == names
+    assert apply_migrations(conn) == []
+    assert migration_names(conn) == names
+
+
+def test_only_new_migrations_run(conn: sqlite3.Connection) -> None:
+    apply_migrations(conn)
+    later = Migration("9999_add_region", ("ALTER TABLE requests ADD COLUMN region TEXT",))
+    assert apply_migrations(conn, (*MIGRATIONS, later)) == ["9999_add_region"]
+    assert apply_migrations(conn, (*MIGRATIONS, later)) == []
+    assert migration_names(conn)[-1] == "9999_add_region"
+
+
+def test_a_failing_migration_leaves_nothing_behind(conn: sqlite3.Connection) -> None:
+    broken = Migration("0002_broken", ("CREATE TABLE extra (x)", "THIS IS NOT SQL"))
+    with pytest.raises(sqlite3.OperationalError):
+        apply_migrations(conn, (*MIGRATIONS, broken))
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "extra" not in tables
+    assert "requests" not in tables  # one transaction: the good migration is rolled back too
+
+
+def test_starting_twice_migrates_once_and_uses_wal(tmp_path: Path) -> None:
+    config = RecordsConfig(path=str(tmp_path / "r.db"))
+    for _ in range(2):
+        with SQLiteRecordWriter(config):
+            pass
+    conn = sqlite3.connect(config.path)
+    try:
+        assert migration_names(conn) == [m.name for m in MIGRATIONS]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
