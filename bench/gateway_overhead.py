@@ -398,6 +398,9 @@ def run(opts: Options) -> int:
     except StartupError as exc:
         _log(f"could not start a server: {exc}")
         return 2
+    except (subprocess.SubprocessError, RuntimeError) as exc:
+        _log(f"could not set up LiteLLM: {exc}")
+        return 2
     finally:
         if opts.keep_logs:
             _log(f"run directory kept: {run_dir}")

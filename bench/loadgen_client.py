@@ -88,7 +88,11 @@ class LoadGenProcess:
         result: dict[str, Any] = done["result"]
         return result
 
-    def close(self) -> None:
+    def close(self, *, graceful: bool = True) -> None:
+        """Ask the load generator to exit (or kill it straight away if not ``graceful``)."""
+        if self._proc.poll() is None and not graceful:
+            self._proc.kill()
+            self._proc.wait(5)
         if self._proc.poll() is None:
             try:
                 self._write({"op": "exit"})
@@ -105,4 +109,4 @@ class LoadGenProcess:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        self.close(graceful=exc_type is None)

@@ -77,16 +77,45 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
                                                            problems)}
             resolved[name] = prov
         data = {**data, "providers": resolved}
+    problems.extend(_provider_references(data))
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            problems.append((format_loc(tuple(err["loc"])), err["msg"]))
+        errors = exc.errors()
+        locs = [tuple(e["loc"]) for e in errors]
+        for err in errors:
+            loc = tuple(err["loc"])
+            # A collection that is "too short" only because an item inside it failed is noise.
+            if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs):
+                continue
+            problems.append((format_loc(loc), err["msg"]))
         raise ConfigError(problems, source) from None
     problems.extend(_cross_check(cfg))
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _provider_references(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Deployments that name a provider the configuration does not define (checked on the raw mapping,
+    so these are reported together with any type errors)."""
+    providers = data.get("providers")
+    known = set(providers) if isinstance(providers, dict) else set()
+    models = data.get("models")
+    problems: list[tuple[str, str]] = []
+    if not isinstance(models, dict):
+        return problems
+    for model_name, model in models.items():
+        deps = model.get("deployments") if isinstance(model, dict) else None
+        if not isinstance(deps, list):
+            continue
+        for i, dep in enumerate(deps):
+            name = dep.get("provider") if isinstance(dep, dict) else None
+            if isinstance(name, str) and name not in known:
+                listed = ", ".join(sorted(known)) or "none configured"
+                problems.append((f"models.{model_name}.deployments[{i}].provider",
+                                 f"unknown provider '{name}' (known: {listed})"))
+    return problems
 
 
 def _cross_check(cfg: Config) -> list[tuple[str, str]]:
@@ -105,9 +134,8 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         for i, dep in enumerate(model.deployments):
             path = f"models.{model_name}.deployments[{i}]"
             if dep.provider not in cfg.providers:
-                known = ", ".join(sorted(cfg.providers)) or "none configured"
-                problems.append((f"{path}.provider", f"unknown provider '{dep.provider}' (known: {known})"))
-            elif model.kind == "embedding" and cfg.providers[dep.provider].type == "anthropic":
+                continue  # reported by _provider_references
+            if model.kind == "embedding" and cfg.providers[dep.provider].type == "anthropic":
                 problems.append((f"{path}.provider", "anthropic has no embeddings API"))
             key = f"{model_name}:{dep.id}"
             if key in deployment_ids:

@@ -1,0 +1,138 @@
+"""``switchboard serve`` and ``check-config`` as a user runs them: real processes, real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from switchboard.sim.fleet import DEFAULT_FLEET, gateway_config_for_fleet
+from tests.e2e.servers import SimThread
+
+EXE = [sys.executable, "-m", "switchboard.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith("_API_KEY") and not k.startswith("SWITCHBOARD_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Served:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([*EXE, "serve", "--port", str(self.port), *args], cwd=cwd, env=env,
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.banner: list[str] = []
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:  # the server says when it is up: no polling, no sleeping
+            self.banner.append(line.rstrip())
+            if "Application startup complete" in line and self._all_started(line):
+                break
+        else:
+            raise AssertionError("gateway exited early:\n" + "\n".join(self.banner))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    _started = 0
+
+    def _all_started(self, line: str) -> bool:
+        self._started += 1
+        workers = 2 if "--workers" in " ".join(self.proc.args) else 1  # type: ignore[arg-type]
+        return self._started >= workers
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status: uvicorn re-raises the signal after a clean shutdown, so a
+        clean exit is 0 or -SIGTERM."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(30)
+            return 0 if code == -signal.SIGTERM else code
+        finally:
+            if self.proc.stderr:
+                self.proc.stderr.close()
+
+
+@pytest.fixture
+def sim() -> Iterator[SimThread]:
+    s = SimThread(DEFAULT_FLEET)
+    yield s
+    s.close()
+
+
+def test_serve_with_no_configuration_runs_the_simulated_fleet(tmp_path: Path) -> None:
+    served = Served([], tmp_path, clean_env(tmp_path))
+    try:
+        text = "\n".join(served.banner)
+        assert "SIMULATED FLEET" in text and "OPENAI_API_KEY" in text
+        client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0)
+        resp = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.content
+        client.close()
+    finally:
+        assert served.stop() == 0
+    assert (tmp_path / "switchboard.db").exists()
+    out = subprocess.run([*EXE, "logs", "--db", str(tmp_path / "switchboard.db"), "--json"], capture_output=True,
+                         text=True, check=True)
+    assert '"public_model":"sim-gpt-small"' in out.stdout
+
+
+def test_serve_from_file_with_two_workers(tmp_path: Path, sim: SimThread) -> None:
+    cfg = gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url)
+    cfg["records"] = {"path": str(tmp_path / "rec.db")}
+    (tmp_path / "switchboard.yaml").write_text(yaml.safe_dump(cfg))
+    served = Served(["--workers", "2"], tmp_path, clean_env(tmp_path))
+    try:
+        assert any("switchboard.yaml" in line for line in served.banner)
+        client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0)
+        for _ in range(6):
+            stream = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}],
+                                                    stream=True, extra_headers={"x-sim-reply": "two words"})
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "two words"
+        client.close()
+    finally:
+        assert served.stop() == 0
+
+
+def test_serve_from_environment_keys(tmp_path: Path, sim: SimThread) -> None:
+    env = clean_env(tmp_path)
+    env["SWITCHBOARD_OPENAI_COMPATIBLE_URL"] = f"{sim.base_url}/v1"
+    env["SWITCHBOARD_OPENAI_COMPATIBLE_MODELS"] = "sim-gpt-large"
+    env["SWITCHBOARD_OPENAI_COMPATIBLE_KEY"] = "local-key"
+    served = Served([], tmp_path, env)
+    try:
+        assert any("environment" in line for line in served.banner)
+        client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["sim-gpt-large"]
+        assert client.chat.completions.create(model="sim-gpt-large", messages=[{"role": "user", "content": "x"}])
+        client.close()
+    finally:
+        assert served.stop() == 0
+
+
+def test_check_config(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(gateway_config_for_fleet(DEFAULT_FLEET, "http://127.0.0.1:9")))
+    ok = subprocess.run([*EXE, "check-config", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers:\n  p: {type: openai, base_url: http://x/v1}\nmodels:\n  m:\n    deployments:\n"
+                   "      - {provider: q, model: a, price: {input: -1}}\n")
+    out = subprocess.run([*EXE, "check-config", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "models.m.deployments[0].provider: unknown provider 'q'" in out.stderr
+    assert "models.m.deployments[0].price.input" in out.stderr

@@ -1,0 +1,74 @@
+"""Every request through the real gateway leaves one record with its route, tokens, cost and outcome."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+
+from switchboard.sim.fleet import Fleet
+from switchboard.storage.records import RecordQuery
+from switchboard.storage.sqlite import SQLiteRecordWriter
+from switchboard.telemetry.record import RequestRecord
+from tests.e2e.conftest import model_for
+from tests.e2e.servers import GatewayThread
+
+
+def record_of(gateway: GatewayThread, request_id: str) -> RequestRecord:
+    writer = gateway.app.records
+    assert isinstance(writer, SQLiteRecordWriter)
+    assert writer.flush(10)
+    found = writer.query(RecordQuery(request_id=request_id))
+    assert len(found) == 1
+    return found[0]
+
+
+def test_non_streaming_record(gateway: GatewayThread, oai: openai.OpenAI, fleet: Fleet) -> None:
+    model = next(m for m in fleet.models if m.format == "anthropic" and m.kind == "chat")
+    raw = oai.chat.completions.with_raw_response.create(
+        model=model.name, messages=[{"role": "user", "content": "hello there"}], user="alice",
+        metadata={"team": "search"}, extra_headers={"x-sim-cached-tokens": "3", "x-sim-output-tokens": "7"},
+    )
+    resp = raw.parse()
+    rec = record_of(gateway, raw.headers["x-request-id"])
+    assert rec.status == 200 and rec.endpoint == "chat" and rec.dialect == "openai"
+    assert rec.public_model == model.name and rec.deployment == raw.headers["x-switchboard-deployment"]
+    assert rec.caller == "alice" and rec.metadata == {"team": "search"}
+    assert resp.usage is not None
+    assert (rec.input_tokens, rec.output_tokens, rec.cached_tokens) == (resp.usage.prompt_tokens, 7, 3)
+    expected = ((rec.input_tokens - 3) * model.price_input + 3 * model.price_cached + 7 * model.price_output) / 1e6
+    assert rec.cost_usd == pytest.approx(expected)
+    assert float(raw.headers["x-switchboard-cost-usd"]) == pytest.approx(expected, abs=1e-8)
+    assert [a.outcome for a in rec.attempts] == ["ok"]
+    assert rec.latency_ms > 0 and rec.ttft_ms is not None
+
+
+def test_streaming_record(gateway: GatewayThread, ant: anthropic.Anthropic, fleet: Fleet) -> None:
+    with ant.messages.with_streaming_response.create(
+        model=model_for(fleet, "gemini"), max_tokens=50, stream=True,
+        messages=[{"role": "user", "content": "hi"}], extra_headers={"x-sim-reasoning-tokens": "4"},
+    ) as resp:
+        rid = resp.headers["x-request-id"]
+        for _ in resp.iter_lines():
+            pass
+    rec = record_of(gateway, rid)
+    assert rec.stream and rec.status == 200 and rec.dialect == "anthropic" and not rec.partial
+    assert rec.output_tokens > 4 and rec.reasoning_tokens == 4
+    assert rec.ttft_ms is not None and rec.latency_ms >= rec.ttft_ms
+
+
+def test_error_and_partial_records(gateway: GatewayThread, oai: openai.OpenAI, fleet: Fleet) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        oai.chat.completions.create(model="missing-model", messages=[{"role": "user", "content": "x"}])
+    rec = record_of(gateway, e.value.response.headers["x-request-id"])
+    assert rec.status == 404 and rec.error_type == "ModelNotFound"
+
+    with oai.chat.completions.with_streaming_response.create(
+        model=model_for(fleet, "openai"), messages=[{"role": "user", "content": "x"}], stream=True,
+        extra_headers={"x-sim-stream-error-after": "2", "x-sim-output-tokens": "10"},
+    ) as resp:
+        rid = resp.headers["x-request-id"]
+        body = "\n".join(resp.iter_lines())
+    assert "event: error" in body and "[DONE]" not in body
+    rec = record_of(gateway, rid)
+    assert rec.partial and rec.status >= 500 and rec.error_type
