@@ -6,7 +6,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 import anthropic
-import openai
+import httpcore2  # noqa: F401 - imported lazily by the SDKs' first client, reading package metadata from
+import openai  # disk; importing it here keeps that blocking read off the event loop (see blockbuster)
 import pytest
 from google import genai
 from google.genai import types
