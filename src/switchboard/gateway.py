@@ -310,7 +310,8 @@ class ChatStream:
                 rec.error_type = "ClientDisconnected"
             if self.usage is not None:
                 _apply_usage(rec, self.usage, self.deployment)
+            # The record is complete before the upstream connection closes.
+            self._gateway._submit(self.ctx)
             aclose = getattr(self._rest, "aclose", None)
             if aclose is not None:
                 await aclose()
-            self._gateway._submit(self.ctx)

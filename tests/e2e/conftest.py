@@ -33,6 +33,11 @@ def gateway_config(sim: SimThread, fleet: Fleet, tmp_path_factory: pytest.TempPa
     raw = gateway_config_for_fleet(fleet, sim.base_url)
     db = tmp_path_factory.mktemp("records") / "records.db"
     raw["records"] = {"enabled": True, "path": str(db), "flush_interval": 0.05}
+    # One public model over two providers: failover across deployments and wire formats.
+    raw["models"]["duo"] = {"deployments": [
+        {"provider": "sim-openai", "model": "sim-gpt-small", "weight": 1000},
+        {"provider": "sim-anthropic", "model": "sim-claude", "weight": 0.001},
+    ]}
     # Room for prompts that overflow a 1M-token context window.
     raw["server"] = {"max_body_bytes": 32 * 1024 * 1024}
     return parse_config(raw, env={})

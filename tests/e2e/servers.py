@@ -50,6 +50,13 @@ class SimThread:
     def stats(self) -> Any:
         return self._lt.call(lambda: self.server.stats)
 
+    def wait_until(self, predicate: Callable[[Any], bool], timeout: float = 10) -> None:
+        """Block until ``predicate(stats)`` holds on the simulator's own loop (event-driven, bounded)."""
+        async def wait() -> None:
+            async with asyncio.timeout(timeout):
+                await self.server.stats.wait_until(predicate)
+        self._lt.run(wait(), timeout + 5)
+
     def close(self) -> None:
         self._lt.run(self.server.close())
         self._lt.stop()

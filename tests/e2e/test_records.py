@@ -11,7 +11,7 @@ from switchboard.storage.records import RecordQuery
 from switchboard.storage.sqlite import SQLiteRecordWriter
 from switchboard.telemetry.record import RequestRecord
 from tests.e2e.conftest import model_for
-from tests.e2e.servers import GatewayThread
+from tests.e2e.servers import GatewayThread, SimThread
 
 
 def record_of(gateway: GatewayThread, request_id: str) -> RequestRecord:
@@ -72,3 +72,20 @@ def test_error_and_partial_records(gateway: GatewayThread, oai: openai.OpenAI, f
     assert "event: error" in body and "[DONE]" not in body
     rec = record_of(gateway, rid)
     assert rec.partial and rec.status >= 500 and rec.error_type
+
+
+@pytest.mark.parametrize("fmt", ["openai", "anthropic", "gemini"])
+def test_client_disconnect_cancels_the_upstream(gateway: GatewayThread, sim: SimThread, oai: openai.OpenAI,
+                                                fleet: Fleet, fmt: str) -> None:
+    before = sim.stats().cancelled_by_client
+    with oai.chat.completions.with_streaming_response.create(
+        model=model_for(fleet, fmt), messages=[{"role": "user", "content": "x"}], stream=True,
+        extra_headers={"x-sim-tps": "5", "x-sim-output-tokens": "500"},  # 100 s of stream if not cancelled
+    ) as resp:
+        rid = resp.headers["x-request-id"]
+        first = next(line for line in resp.iter_lines() if line.startswith("data: "))
+        assert '"content"' in first or '"role"' in first
+    # Leaving the block closed the client connection: the gateway must close its upstream call.
+    sim.wait_until(lambda st: st.cancelled_by_client > before)
+    rec = record_of(gateway, rid)
+    assert rec.status == 499 and rec.partial and rec.error_type == "ClientDisconnected"

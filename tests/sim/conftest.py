@@ -6,8 +6,11 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 import anthropic
-import httpcore2  # noqa: F401 - imported lazily by the SDKs' first client, reading package metadata from
-import openai  # disk; importing it here keeps that blocking read off the event loop (see blockbuster)
+
+# The SDKs import httpcore2 when their first client is built, and that import reads package metadata
+# from disk: importing it here keeps the blocking read off the event loop (the suite runs blockbuster).
+import httpcore2  # noqa: F401
+import openai
 import pytest
 from google import genai
 from google.genai import types

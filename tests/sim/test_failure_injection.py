@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import openai
 import pytest
 
 from switchboard.sim import Fleet, SimModel, SimServer
 
-USER = [{"role": "user", "content": "hello"}]
+USER: list[Any] = [{"role": "user", "content": "hello"}]
 
 
 def flaky(*modes: str, rate: float = 1.0) -> Fleet:

@@ -11,11 +11,11 @@ import jsonschema
 import openai
 import pydantic
 import pytest
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageFunctionToolCall
 
 from switchboard.sim import SimServer
 
-USER = [{"role": "user", "content": "Tell me about rivers"}]
+USER: list[Any] = [{"role": "user", "content": "Tell me about rivers"}]
 WEATHER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -166,6 +166,7 @@ async def test_forced_and_disabled_tools(oai: openai.AsyncOpenAI) -> None:
     )
     calls = r.choices[0].message.tool_calls
     assert calls is not None
+    assert isinstance(calls[0], ChatCompletionMessageFunctionToolCall)
     assert calls[0].function.name == "lookup"
     assert set(json.loads(calls[0].function.arguments)) == {"word"}
     r = await oai.chat.completions.create(model="sim-gpt-small", messages=USER, tools=TOOLS, tool_choice="none")
@@ -181,6 +182,7 @@ async def test_tool_result_gets_a_text_answer(oai: openai.AsyncOpenAI) -> None:
     first = await oai.chat.completions.create(model="sim-gpt-small", messages=USER, tools=TOOLS)
     calls = first.choices[0].message.tool_calls
     assert calls is not None
+    assert isinstance(calls[0], ChatCompletionMessageFunctionToolCall)
     messages: list[Any] = [
         *USER,
         {

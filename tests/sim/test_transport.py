@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx2
 import openai
@@ -175,7 +176,7 @@ async def test_base_url_needs_a_started_server() -> None:
 
 def test_works_under_uvloop() -> None:
     uvloop = pytest.importorskip("uvloop")
-    user = [{"role": "user", "content": "hello"}]
+    user: list[Any] = [{"role": "user", "content": "hello"}]
 
     async def scenario() -> None:
         async with SimServer() as sim:
@@ -187,6 +188,7 @@ def test_works_under_uvloop() -> None:
                 stream = await client.chat.completions.create(
                     model="fast", messages=user, stream=True, extra_headers={**quick, "x-sim-reset-after": "3"}
                 )
+                assert isinstance(stream, openai.AsyncStream)
                 got: list[str] = []
 
                 async def consume() -> None:

@@ -68,8 +68,7 @@ def _check_failure_mode(mode: str) -> None:
     if mode.isdigit() and 400 <= int(mode) <= 599:
         return
     raise FleetError(
-        f"failure_modes: unknown mode {mode!r} "
-        f"(use an HTTP status 400-599 or one of {', '.join(FAILURE_MODES)})"
+        f"failure_modes: unknown mode {mode!r} (use an HTTP status 400-599 or one of {', '.join(FAILURE_MODES)})"
     )
 
 
@@ -247,9 +246,7 @@ def _model_from_mapping(raw: Any, where: str) -> SimModel:
         raise FleetError(f"{where}: must be a mapping of model fields")
     unknown = sorted(set(raw) - set(_FIELDS))
     if unknown:
-        raise FleetError(
-            f"{where}: unknown field(s) {', '.join(map(str, unknown))} (known: {', '.join(_FIELDS)})"
-        )
+        raise FleetError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} (known: {', '.join(_FIELDS)})")
     args = dict(raw)
     for name in ("failure_modes", "aliases"):
         if name in args:
@@ -275,9 +272,7 @@ def fleet_from_data(data: Any, source: str = "fleet") -> Fleet:
     if isinstance(data, dict):
         extra = sorted(set(data) - {"models"})
         if extra:
-            raise FleetError(
-                f"{source}: unknown top-level key(s) {', '.join(map(str, extra))} (expected 'models')"
-            )
+            raise FleetError(f"{source}: unknown top-level key(s) {', '.join(map(str, extra))} (expected 'models')")
         data = data.get("models")
     models: list[SimModel] = []
     if isinstance(data, dict):

@@ -77,9 +77,7 @@ def _parts_texts(parts: Any, texts: list[str]) -> tuple[int, bool]:
         elif (call := _get(part, "functionCall", "function_call")) is not None and isinstance(call, dict):
             texts.append(str(call.get("name", "")))
             texts.append(orjson.dumps(call.get("args", {})).decode())
-        elif (resp := _get(part, "functionResponse", "function_response")) is not None and isinstance(
-            resp, dict
-        ):
+        elif (resp := _get(part, "functionResponse", "function_response")) is not None and isinstance(resp, dict):
             response = True
             texts.append(str(resp.get("name", "")))
             texts.append(orjson.dumps(resp.get("response", {})).decode())
@@ -117,9 +115,7 @@ def _generation_config(config: dict[str, Any], p: Prompt) -> None:
     max_tokens = _get(config, "maxOutputTokens", "max_output_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise SimError(
-                400, "* GenerateContentRequest.generation_config.max_output_tokens: must be positive"
-            )
+            raise SimError(400, "* GenerateContentRequest.generation_config.max_output_tokens: must be positive")
         p.max_tokens = max_tokens
     stops = _get(config, "stopSequences", "stop_sequences")
     if isinstance(stops, list):
@@ -146,21 +142,15 @@ def _tools(body: dict[str, Any], p: Prompt) -> None:
     if not isinstance(tools, list) or not tools:
         return
     for tool in tools:
-        decls = (
-            _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
-        )
+        decls = _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
         for d in decls if isinstance(decls, list) else ():
             if isinstance(d, dict) and isinstance(d.get("name"), str):
                 schema = _get(d, "parametersJsonSchema", "parameters_json_schema") or d.get("parameters")
-                p.tools.append(
-                    ToolSpec(d["name"], schema if isinstance(schema, dict) else {"type": "object"})
-                )
+                p.tools.append(ToolSpec(d["name"], schema if isinstance(schema, dict) else {"type": "object"}))
     p.extra_tokens += len(orjson.dumps(tools)) // 4
     tool_config = _get(body, "toolConfig", "tool_config")
     fcc = (
-        _get(tool_config, "functionCallingConfig", "function_calling_config")
-        if isinstance(tool_config, dict)
-        else None
+        _get(tool_config, "functionCallingConfig", "function_calling_config") if isinstance(tool_config, dict) else None
     )
     if isinstance(fcc, dict):
         mode = str(fcc.get("mode", "AUTO")).upper()
@@ -382,8 +372,7 @@ def _embed(ctx: SimContext, req: SimRequest, model_name: str, *, batch: bool) ->
             if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= model.embedding_dim:
                 raise SimError(
                     400,
-                    f"* EmbedContentRequest.output_dimensionality: must be between 1 and "
-                    f"{model.embedding_dim}",
+                    f"* EmbedContentRequest.output_dimensionality: must be between 1 and {model.embedding_dim}",
                 )
             vectors.append({"values": embed(text, dim)})
     except SimError as err:

@@ -187,9 +187,7 @@ class SimStats:
     failures_injected: int = 0
     in_flight: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
-    _waiters: list[tuple[Callable[[SimStats], bool], asyncio.Future[None]]] = field(
-        default_factory=list, repr=False
-    )
+    _waiters: list[tuple[Callable[[SimStats], bool], asyncio.Future[None]]] = field(default_factory=list, repr=False)
 
     def changed(self) -> None:
         if not self._waiters:
@@ -503,6 +501,8 @@ class HttpConnection(asyncio.Protocol):
             with contextlib.suppress(OSError, AttributeError, ValueError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
+        self._closed = True  # nothing more goes out, not even answers to pipelined requests
+        self._queue.clear()
 
     def close(self) -> asyncio.Task[None] | None:
         """Abort this connection now (server shutdown); returns the reply task to await, if any."""

@@ -116,8 +116,7 @@ def _positive_int(body: dict[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SimError(
             400,
-            f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got "
-            f"{value!r} instead.",
+            f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {value!r} instead.",
             param=name,
             code="integer_below_min_value",
         )
@@ -203,18 +202,14 @@ class OpenAIDialect(Dialect):
                     texts.append(str(fn.get("name", "")))
                     texts.append(str(fn.get("arguments", "")))
         role = messages[-1]["role"]
-        p.last_role = (
-            "tool" if role in ("tool", "function") else "assistant" if role == "assistant" else "user"
-        )
+        p.last_role = "tool" if role in ("tool", "function") else "assistant" if role == "assistant" else "user"
         self._tools(body, p)
         p.max_tokens = _positive_int(body, "max_completion_tokens")
         if p.max_tokens is None:
             p.max_tokens = _positive_int(body, "max_tokens")
         p.n = _positive_int(body, "n") or 1
         if p.n > 128:
-            raise SimError(
-                400, "Invalid 'n': integer above maximum value. Expected a value <= 128.", param="n"
-            )
+            raise SimError(400, "Invalid 'n': integer above maximum value. Expected a value <= 128.", param="n")
         stop = body.get("stop")
         if isinstance(stop, str):
             p.stop = (stop,)
@@ -244,9 +239,7 @@ class OpenAIDialect(Dialect):
             fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
             if isinstance(fn, dict) and isinstance(fn.get("name"), str):
                 params = fn.get("parameters")
-                p.tools.append(
-                    ToolSpec(fn["name"], params if isinstance(params, dict) else {"type": "object"})
-                )
+                p.tools.append(ToolSpec(fn["name"], params if isinstance(params, dict) else {"type": "object"}))
         p.extra_tokens += len(orjson.dumps(tools)) // 4
         choice = body.get("tool_choice")
         if choice == "none":
@@ -259,9 +252,7 @@ class OpenAIDialect(Dialect):
                 p.forced_tool = choice["function"].get("name")
             elif choice.get("type") == "allowed_tools":
                 allowed = choice.get("allowed_tools") or {}
-                names = [
-                    x.get("function", {}).get("name") for x in allowed.get("tools", []) if isinstance(x, dict)
-                ]
+                names = [x.get("function", {}).get("name") for x in allowed.get("tools", []) if isinstance(x, dict)]
                 p.tools = [t for t in p.tools if t.name in names] or p.tools
                 p.tool_mode = "any" if allowed.get("mode") == "required" else "auto"
 
@@ -326,11 +317,7 @@ class OpenAIDialect(Dialect):
                 chunks = [prefix + b'{"content":' + orjson.dumps(t) + b"}" + suffix for t in c.tokens]
             else:
                 chunks = [
-                    prefix
-                    + b'{"tool_calls":[{"index":0,"function":{"arguments":'
-                    + orjson.dumps(f)
-                    + b"}}]}"
-                    + suffix
+                    prefix + b'{"tool_calls":[{"index":0,"function":{"arguments":' + orjson.dumps(f) + b"}}]}" + suffix
                     for f in c.tool.fragments
                 ]
         else:
@@ -353,9 +340,7 @@ class OpenAIDialect(Dialect):
                 if k >= len(pieces[i]):
                     continue
                 if c.tool is not None:
-                    delta: dict[str, Any] = {
-                        "tool_calls": [{"index": 0, "function": {"arguments": pieces[i][k]}}]
-                    }
+                    delta: dict[str, Any] = {"tool_calls": [{"index": 0, "function": {"arguments": pieces[i][k]}}]}
                 else:
                     delta = {"content": pieces[i][k]}
                 out.append(frame([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]))
@@ -384,9 +369,7 @@ def _embedding_inputs(value: Any) -> list[str]:
             return [" ".join(map(str, value))]
         if all(isinstance(v, list) and all(isinstance(x, int) for x in v) for v in value):
             return [" ".join(map(str, v)) for v in value]
-    raise SimError(
-        400, "'input' must be a string, an array of strings, or an array of token arrays", param="input"
-    )
+    raise SimError(400, "'input' must be a string, an array of strings, or an array of token arrays", param="input")
 
 
 def embeddings(ctx: SimContext, req: SimRequest) -> Reply:
@@ -443,9 +426,7 @@ def _dimensions(value: Any, model: SimModel) -> int:
     if value is None:
         return model.embedding_dim
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= model.embedding_dim:
-        raise SimError(
-            400, f"'dimensions' must be an integer between 1 and {model.embedding_dim}", param="dimensions"
-        )
+        raise SimError(400, f"'dimensions' must be an integer between 1 and {model.embedding_dim}", param="dimensions")
     return value
 
 

@@ -143,9 +143,7 @@ def _flag(name: str, value: str) -> bool:
 def _parse(sim: Mapping[str, str], base: Scenario) -> Scenario:
     unknown = sorted(set(sim) - _KNOWN)
     if unknown:
-        raise ScriptError(
-            f"unknown scripting header(s) {', '.join(unknown)} (known: {', '.join(SCRIPT_HEADERS)})"
-        )
+        raise ScriptError(f"unknown scripting header(s) {', '.join(unknown)} (known: {', '.join(SCRIPT_HEADERS)})")
     g = sim.get
     changes: dict[str, object] = {}
     if (v := g("x-sim-reply")) is not None:
@@ -241,9 +239,7 @@ class Scripts:
             return sc
         mode = self.rng.choice(model.failure_modes)
         if mode == "reset":
-            return dataclasses.replace(
-                sc, reset_after=self.rng.randrange(max(model.output_tokens, 1)), injected=mode
-            )
+            return dataclasses.replace(sc, reset_after=self.rng.randrange(max(model.output_tokens, 1)), injected=mode)
         if mode == "timeout":
             return dataclasses.replace(sc, timeout=True, injected=mode)
         if mode == "malformed":

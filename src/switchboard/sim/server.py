@@ -63,9 +63,7 @@ class _Router:
             if path == "/v1/embeddings":
                 return self._authed(OPENAI, req) or openai_format.embeddings(ctx, req)
             if path == "/v1/messages/count_tokens":
-                return self._authed(anthropic_format.ANTHROPIC, req) or anthropic_format.count_tokens(
-                    ctx, req
-                )
+                return self._authed(anthropic_format.ANTHROPIC, req) or anthropic_format.count_tokens(ctx, req)
             if path.startswith(_GEMINI_PREFIXES) and ":" in path:
                 model, _, action = path.split("/", 3)[3].rpartition(":")
                 return self._authed(GEMINI, req) or gemini_format.model_action(ctx, req, model, action)
@@ -83,9 +81,7 @@ class _Router:
             if path == "/v1beta/models":
                 return self._authed(GEMINI, req) or gemini_format.list_models(ctx, req)
             if path.startswith("/v1beta/models/"):
-                return self._authed(GEMINI, req) or gemini_format.get_model(
-                    ctx, req, path[len("/v1beta/models/") :]
-                )
+                return self._authed(GEMINI, req) or gemini_format.get_model(ctx, req, path[len("/v1beta/models/") :])
             if path.startswith("/v1/models/"):
                 d = _dialect_for_models(req)
                 name = path[len("/v1/models/") :]
@@ -225,9 +221,7 @@ def _describe(fleet: Fleet, base_url: str) -> str:
     return "\n".join(lines)
 
 
-async def _serve(
-    fleet: Fleet, host: str, port: int, seed: int | None, reuse_port: bool, announce: bool
-) -> None:
+async def _serve(fleet: Fleet, host: str, port: int, seed: int | None, reuse_port: bool, announce: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
