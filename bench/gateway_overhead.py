@@ -66,6 +66,7 @@ class Options:
     delays_ms: tuple[int, ...] = (0, 50)
     out_dir: Path = BENCH_DIR / "results"
     keep_logs: bool = False
+    records: bool = True
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -89,11 +90,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--delays", type=_int_list, default=(0, 50), help="upstream TTFT in ms, e.g. 0,50")
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--keep-logs", action="store_true", help="keep the run directory (configs, server logs)")
+    p.add_argument("--no-records", action="store_true", help="run Switchboard with request recording off")
     a = p.parse_args(argv)
     if any(c < 1 for c in a.concurrency):
         p.error("--concurrency values must be >= 1")
     opts = Options(skip_litellm=a.skip_litellm, modes=(a.only,) if a.only else MODES,
-                   concurrency=a.concurrency, delays_ms=a.delays, out_dir=a.out_dir, keep_logs=a.keep_logs)
+                   concurrency=a.concurrency, delays_ms=a.delays, out_dir=a.out_dir, keep_logs=a.keep_logs,
+                   records=not a.no_records)
     if a.quick:
         opts = replace(opts, quick=True, requests=200, duration_s=0.4, warmup=5, warmup_max_s=2.0,
                        timeout_s=10.0)
@@ -167,14 +170,15 @@ def start_sim(run_dir: Path, plan: CpuPlan, delays: Sequence[int]) -> tuple[Serv
     return sim, Target("direct", port, {"authorization": f"Bearer {SIM_KEY}"}, sim, took)
 
 
-def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
+def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],
+                      record: bool = True) -> Target:
     records = run_dir / "records.db"
     cfg = run_dir / "switchboard.yaml"
     cfg.write_text(json.dumps({
         "providers": {"sim": {"type": "openai", "base_url": f"http://127.0.0.1:{sim_port}/v1",
                               "api_key": SIM_KEY}},
         "models": {_model(d): {"deployments": [{"provider": "sim", "model": _model(d)}]} for d in delays},
-        "records": {"enabled": True, "path": str(records)},
+        "records": {"enabled": record, "path": str(records)},
     }, indent=2))
     port = free_port()
     script = Path(sys.executable).with_name("switchboard")
@@ -182,7 +186,8 @@ def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Seque
     proc = ServerProcess("switchboard", [*prefix, "serve", "--config", str(cfg), "--host", "127.0.0.1",
                                          "--port", str(port)], run_dir, cpus=plan.gateway)
     took = proc.wait_http_ok(port, "/health/ready", timeout_s=60)
-    return Target("switchboard", port, {}, proc, took, notes=[f"request records on (SQLite, {records.name})"])
+    note = f"request records on (SQLite, {records.name})" if record else "request records OFF"
+    return Target("switchboard", port, {}, proc, took, notes=[note])
 
 
 def start_litellm(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],
@@ -379,7 +384,7 @@ def run(opts: Options) -> int:
             sim, direct = start_sim(run_dir, plan, opts.delays_ms)
             stack.callback(sim.stop)
             targets.append(direct)
-            sb = start_switchboard(run_dir, plan, direct.port, opts.delays_ms)
+            sb = start_switchboard(run_dir, plan, direct.port, opts.delays_ms, opts.records)
             stack.callback(sb.process.stop)
             targets.append(sb)
             if not opts.skip_litellm:

@@ -224,9 +224,11 @@ class SwitchboardApp:
 
     @staticmethod
     async def _pump(send: Send, stream: ChatStream, encoder: _Encoder) -> None:
+        # What arrived from the upstream in one read leaves in one write.
+        encode = encoder.encode
         try:
-            async for event in stream:
-                chunk = encoder.encode(event)
+            async for batch in stream.batches():
+                chunk = b"".join([encode(event) for event in batch]) if len(batch) > 1 else encode(batch[0])
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except SwitchboardError as exc:

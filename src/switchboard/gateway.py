@@ -12,7 +12,6 @@ Usage::
 from __future__ import annotations
 
 import random
-import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from switchboard.schemas.canonical import (
     StreamUsage,
     Usage,
 )
+from switchboard.schemas.ids import new_id
 from switchboard.storage.records import RecordSink
 from switchboard.telemetry.record import RequestRecord, cost_usd
 
@@ -49,7 +49,7 @@ _NEVER_FORWARD = frozenset({
 
 def new_request_id() -> str:
     """A fresh request id: ``req_`` and 24 hex digits."""
-    return "req_" + secrets.token_hex(12)
+    return new_id("req_")
 
 
 @dataclass(slots=True)
@@ -264,40 +264,54 @@ def _apply_usage(rec: RequestRecord, usage: Usage, dep: DeploymentConfig) -> Non
 
 
 class ChatStream:
-    """A started upstream stream. Iterate it for canonical events; it records itself when it ends.
+    """A started upstream stream. Iterate it for canonical events (or :meth:`batches` for the events of
+    each network read together); it records itself when it ends.
 
     Ending early (``aclose()``, e.g. because the client went away) closes the upstream call and
     records status 499. A failure after content was sent is re-raised and recorded as partial.
     """
 
     def __init__(self, gateway: Gateway, ctx: RequestContext, deployment: DeploymentConfig,
-                 buffered: list[StreamEvent], rest: AsyncIterator[StreamEvent]) -> None:
+                 buffered: list[StreamEvent], rest: AsyncIterator[list[StreamEvent]]) -> None:
         self._gateway = gateway
         self.ctx = ctx
         self.deployment = deployment
         self._buffered = buffered
         self._rest = rest
-        self._events = self._run()
+        self._batches = self._run()
+        self._events: AsyncGenerator[StreamEvent, None] | None = None
         self.usage: Usage | None = None
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        if self._events is None:
+            self._events = self._flatten()
         return self._events
+
+    def batches(self) -> AsyncIterator[list[StreamEvent]]:
+        """The events in batches, one per upstream network read (what arrived together goes out together)."""
+        return self._batches
 
     async def aclose(self) -> None:
         """Stop the stream and release the upstream connection."""
-        await self._events.aclose()
+        if self._events is not None:
+            await self._events.aclose()
+        await self._batches.aclose()
 
-    async def _run(self) -> AsyncGenerator[StreamEvent, None]:
+    async def _flatten(self) -> AsyncGenerator[StreamEvent, None]:
+        async for batch in self._batches:
+            for ev in batch:
+                yield ev
+
+    async def _run(self) -> AsyncGenerator[list[StreamEvent], None]:
         rec = self.ctx.record
         finished = False
         try:
-            for ev in self._buffered:
-                yield ev
-            self._buffered = []
-            async for ev in self._rest:
-                if type(ev) is StreamUsage:
-                    self.usage = ev.usage
-                yield ev
+            first, self._buffered = self._buffered, []
+            self._note(first)
+            yield first
+            async for batch in self._rest:
+                self._note(batch)
+                yield batch
             finished = True
         except SwitchboardError as exc:
             rec.partial = True
@@ -315,3 +329,8 @@ class ChatStream:
             aclose = getattr(self._rest, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    def _note(self, batch: list[StreamEvent]) -> None:
+        for ev in batch:
+            if type(ev) is StreamUsage:
+                self.usage = ev.usage

@@ -52,6 +52,7 @@ from switchboard.schemas.canonical import (
     ToolSpec,
     Usage,
 )
+from tests.providers.streams import flat
 
 API_KEY = "sk-ant-api03-TESTKEY-do-not-leak-1234567890"
 MODEL_ID = "claude-sonnet-4-5-20250929"
@@ -667,7 +668,7 @@ TEXT_STREAM = [message_start(), PING, *text_block(0, "Hello", "", " world", "!")
 
 async def collect(http: FakeHttp, request: ChatRequest | None = None) -> list[StreamEvent]:
     provider = make_provider(http)
-    return [ev async for ev in provider.stream(request or chat_request(stream=True), DEPLOYMENT, OPTIONS)]
+    return [ev async for ev in flat(provider.stream(request or chat_request(stream=True), DEPLOYMENT, OPTIONS))]
 
 
 async def test_text_stream() -> None:
@@ -765,7 +766,7 @@ async def test_in_band_error_event_raises_mapped_error(kind: str, error_type: ty
     seen: list[StreamEvent] = []
 
     async def consume() -> None:
-        async for ev in make_provider(FakeHttp(chunks=chunks)).stream(chat_request(), DEPLOYMENT, OPTIONS):
+        async for ev in flat(make_provider(FakeHttp(chunks=chunks)).stream(chat_request(), DEPLOYMENT, OPTIONS)):
             seen.append(ev)
 
     with pytest.raises(error_type) as info:
@@ -814,7 +815,7 @@ async def test_stream_must_begin_with_message_start() -> None:
 
 async def test_early_close_closes_upstream() -> None:
     http = FakeHttp(chunks=TEXT_STREAM)
-    stream = make_provider(http).stream(chat_request(), DEPLOYMENT, OPTIONS)
+    stream = flat(make_provider(http).stream(chat_request(), DEPLOYMENT, OPTIONS))
     assert isinstance(await anext(stream), StreamStart)
     assert await anext(stream) == TextDelta("Hello")
     await stream.aclose()  # type: ignore[attr-defined]

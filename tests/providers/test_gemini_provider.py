@@ -6,8 +6,6 @@ The canned payloads follow the shapes of the official ``google-genai`` SDK's wir
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,82 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-
-def _install_sse_stand_in() -> None:
-    """A minimal stand-in for ``switchboard.providers.sse`` until the real parser lands."""
-    try:
-        import switchboard.providers.sse  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return
-
-    @dataclass
-    class SSEEvent:
-        event: str | None
-        data: str
-        id: str | None = None
-
-    class SSEDecoder:
-        def __init__(self) -> None:
-            self._buf = b""
-            self._event: str | None = None
-            self._data: list[str] = []
-
-        def _line(self, line: str) -> SSEEvent | None:
-            if not line:
-                if not self._data:
-                    self._event = None
-                    return None
-                ev = SSEEvent(self._event, "\n".join(self._data))
-                self._event, self._data = None, []
-                return ev
-            if line.startswith(":"):
-                return None
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                self._event = value
-            elif name == "data":
-                self._data.append(value)
-            return None
-
-        def feed(self, chunk: bytes) -> list[SSEEvent]:
-            self._buf += chunk
-            *lines, self._buf = self._buf.split(b"\n")
-            out = []
-            for raw in lines:
-                ev = self._line(raw.rstrip(b"\r").decode())
-                if ev is not None:
-                    out.append(ev)
-            return out
-
-        def close(self) -> list[SSEEvent]:
-            out = self.feed(b"\n") if self._buf else []
-            ev = self._line("")
-            return [*out, ev] if ev is not None else out
-
-    async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-        decoder = SSEDecoder()
-        async for chunk in chunks:
-            for ev in decoder.feed(chunk):
-                yield ev
-        for ev in decoder.close():
-            yield ev
-
-    module = types.ModuleType("switchboard.providers.sse")
-    module.SSEEvent = SSEEvent  # type: ignore[attr-defined]
-    module.SSEDecoder = SSEDecoder  # type: ignore[attr-defined]
-    module.iter_sse = iter_sse  # type: ignore[attr-defined]
-    sys.modules["switchboard.providers.sse"] = module
-
-
-_install_sse_stand_in()
-
-_install_sse_stand_in()
-
-from switchboard.config.model import DeploymentConfig, ProviderConfig  # noqa: E402
-from switchboard.errors import (  # noqa: E402
+from switchboard.config.model import DeploymentConfig, ProviderConfig
+from switchboard.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     RateLimited,
@@ -106,10 +30,10 @@ from switchboard.errors import (  # noqa: E402
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from switchboard.providers.base import CallOptions  # noqa: E402
-from switchboard.providers.gemini import THOUGHT_SIGNATURE_BYPASS, GeminiProvider  # noqa: E402
-from switchboard.providers.http import HttpClient, HttpResponse, StreamingResponse  # noqa: E402
-from switchboard.schemas.canonical import (  # noqa: E402
+from switchboard.providers.base import CallOptions
+from switchboard.providers.gemini import THOUGHT_SIGNATURE_BYPASS, GeminiProvider
+from switchboard.providers.http import HttpClient, HttpResponse, StreamingResponse
+from switchboard.schemas.canonical import (
     ChatRequest,
     EmbeddingRequest,
     ImagePart,
@@ -128,6 +52,7 @@ from switchboard.schemas.canonical import (  # noqa: E402
     ToolSpec,
     Usage,
 )
+from tests.providers.streams import flat
 
 API_KEY = "AIzaSyTESTKEY-do-not-leak-1234567890"
 MODEL_ID = "gemini-2.5-flash"
@@ -281,7 +206,7 @@ def sse(*frames: dict[str, Any] | str) -> list[bytes]:
 
 async def collect(provider: GeminiProvider, request: ChatRequest | None = None,
                   deployment: DeploymentConfig = DEPLOYMENT) -> list[StreamEvent]:
-    return [e async for e in provider.stream(request or chat_request(stream=True), deployment, OPTIONS)]
+    return [e async for e in flat(provider.stream(request or chat_request(stream=True), deployment, OPTIONS))]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -632,7 +557,7 @@ async def test_stream_error_frame_is_raised() -> None:
     chunks = sse(generate_response([{"text": "Hel"}], None),
                  google_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later."))
     http = FakeHttp(chunks=chunks)
-    gen = make_provider(http).stream(chat_request(stream=True), DEPLOYMENT, OPTIONS)
+    gen = flat(make_provider(http).stream(chat_request(stream=True), DEPLOYMENT, OPTIONS))
     assert isinstance(await anext(gen), StreamStart)
     assert await anext(gen) == TextDelta("Hel")
     with pytest.raises(UpstreamOverloaded):
@@ -670,7 +595,7 @@ async def test_error_status_on_a_stream() -> None:
 async def test_closing_the_stream_early_closes_upstream() -> None:
     http = FakeHttp(chunks=sse(generate_response([{"text": "Hel"}], None),
                                generate_response([{"text": "lo"}], "STOP")))
-    gen = make_provider(http).stream(chat_request(stream=True), DEPLOYMENT, OPTIONS)
+    gen = flat(make_provider(http).stream(chat_request(stream=True), DEPLOYMENT, OPTIONS))
     assert isinstance(await anext(gen), StreamStart)
     await gen.aclose()  # type: ignore[attr-defined]
     assert http.streams[0].closed

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {
         "host": cfg.server.host, "port": cfg.server.port, "loop": "uvloop", "http": "httptools",
         "lifespan": "on", "access_log": False, "log_level": args.log_level, "server_header": False,
+        "proxy_headers": False,
         "timeout_graceful_shutdown": cfg.server.drain_timeout,
     }
     if cfg.server.workers > 1:

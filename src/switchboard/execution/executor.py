@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["Attempted", "Executor", "StartedStream"]
 
 T = TypeVar("T")
-StartedStream = tuple[list[StreamEvent], AsyncIterator[StreamEvent]]
+# The events up to and including the first content, and the batches still to come.
+StartedStream = tuple[list[StreamEvent], AsyncIterator[list[StreamEvent]]]
 
 
 @dataclass(slots=True)
@@ -98,18 +99,18 @@ class Executor:
         raise last
 
 
-async def _first_content(stream: AsyncIterator[StreamEvent]) -> StartedStream:
-    """Pull events until the first one that carries content; close the stream on failure."""
+async def _first_content(stream: AsyncIterator[list[StreamEvent]]) -> StartedStream:
+    """Pull batches until one carries content (any event but ``StreamStart``); close the stream on failure."""
     buffered: list[StreamEvent] = []
     it = aiter(stream)
     try:
         while True:
             try:
-                ev = await anext(it)
+                batch = await anext(it)
             except StopAsyncIteration:
                 raise UpstreamProtocolError("the upstream stream ended before any content") from None
-            buffered.append(ev)
-            if type(ev) is not StreamStart:
+            buffered += batch
+            if any(type(ev) is not StreamStart for ev in batch):
                 return buffered, it
     except BaseException:
         aclose = getattr(it, "aclose", None)

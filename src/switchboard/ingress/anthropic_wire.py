@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -61,6 +60,7 @@ from switchboard.schemas.canonical import (
     ToolSpec,
     Usage,
 )
+from switchboard.schemas.ids import new_id
 
 __all__ = ["AnthropicStreamEncoder", "parse_messages_request", "render_error", "render_message_response"]
 
@@ -613,7 +613,7 @@ class AnthropicStreamEncoder:
 
     def __init__(self, model: str) -> None:
         self._model = model
-        self._id = "msg_" + secrets.token_hex(12)
+        self._id = new_id("msg_")
         self._started = False
         self._done = False
         self._block: int | None = None  # index of the open content block

@@ -29,7 +29,6 @@ import array
 import base64
 import math
 import re
-import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -60,6 +59,7 @@ from switchboard.schemas.canonical import (
     ToolSpec,
     Usage,
 )
+from switchboard.schemas.ids import new_id
 
 __all__ = [
     "OpenAIStreamEncoder",
@@ -751,7 +751,7 @@ class OpenAIStreamEncoder:
     def __init__(self, model: str, include_usage: bool) -> None:
         self._model = model
         self._include_usage = include_usage
-        self._id = "chatcmpl-" + secrets.token_hex(12)
+        self._id = new_id("chatcmpl-")
         self._created = int(time.time())
         self._started: set[int] = set()  # choices whose first delta (with the role) went out
         self._finished: set[int] = set()

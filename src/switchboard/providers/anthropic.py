@@ -49,7 +49,7 @@ from switchboard.errors import (
 from switchboard.providers.base import CallOptions
 from switchboard.providers.errors import upstream_error
 from switchboard.providers.http import HttpClient
-from switchboard.providers.sse import SSEDecoder
+from switchboard.providers.sse import SSEDecoder, translate_batch
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
@@ -157,7 +157,7 @@ class AnthropicProvider:
 
     async def stream(
         self, request: ChatRequest, deployment: DeploymentConfig, options: CallOptions
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[list[StreamEvent]]:
         """Stream one Messages request as canonical events; ends only after ``message_stop``.
 
         A stream cut before ``message_stop`` raises ``UpstreamConnectionError``; closing this iterator
@@ -176,17 +176,21 @@ class AnthropicProvider:
                 raise self._json_instead_of_stream(await resp.read(), resp.status, resp.headers)
             chunks = resp.iter_bytes()
             async for chunk in chunks:
-                for sse in decoder.feed(chunk):
-                    for event in translator.feed(sse.event, sse.data):
-                        yield event
-                    if translator.done:
-                        await _drain(chunks)
-                        return
-            for sse in decoder.close():
-                for event in translator.feed(sse.event, sse.data):
-                    yield event
+                batch, error = translate_batch(decoder, translator, chunk)
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
                 if translator.done:
+                    await _drain(chunks)
                     return
+            batch, error = translate_batch(decoder, translator, None)
+            if batch:
+                yield batch
+            if error is not None:
+                raise error
+            if translator.done:
+                return
         raise UpstreamConnectionError(f"{_PROVIDER} stream ended before message_stop")
 
     async def embed(

@@ -52,9 +52,10 @@ class Provider(Protocol):
 
     def stream(
         self, request: ChatRequest, deployment: DeploymentConfig, options: CallOptions
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream a chat request. The first event is a ``StreamStart``; closing the iterator early
-        closes the upstream connection."""
+    ) -> AsyncIterator[list[StreamEvent]]:
+        """Stream a chat request as batches of events: each batch holds the events decoded from one
+        network read, so a consumer can pass them on with one write. The first event is a
+        ``StreamStart``; closing the iterator early closes the upstream connection."""
         ...
 
     async def embed(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -50,7 +49,7 @@ from switchboard.errors import (
 from switchboard.providers.base import CallOptions
 from switchboard.providers.exchange import Exchange
 from switchboard.providers.http import HttpClient
-from switchboard.providers.sse import SSEDecoder
+from switchboard.providers.sse import SSEDecoder, translate_batch
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
@@ -72,6 +71,7 @@ from switchboard.schemas.canonical import (
     ToolCallStart,
     Usage,
 )
+from switchboard.schemas.ids import new_id
 
 __all__ = ["THOUGHT_SIGNATURE_BYPASS", "GeminiProvider", "StreamTranslator", "build_generate_body",
            "parse_generate_response"]
@@ -129,7 +129,7 @@ class GeminiProvider:
 
     async def stream(
         self, request: ChatRequest, deployment: DeploymentConfig, options: CallOptions
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[list[StreamEvent]]:
         """Stream ``streamGenerateContent?alt=sse`` as canonical events.
 
         Ends after every candidate finished; a stream cut before that raises ``UpstreamConnectionError``.
@@ -145,14 +145,19 @@ class GeminiProvider:
             await self._link.check_stream(resp, provider=provider)
             chunks = resp.iter_bytes()
             async for chunk in chunks:
-                for sse in decoder.feed(chunk):
-                    for event in translator.feed(sse.event, sse.data):
-                        yield event
-            for sse in decoder.close():
-                for event in translator.feed(sse.event, sse.data):
-                    yield event
-            for event in translator.end_of_body():
-                yield event
+                batch, error = translate_batch(decoder, translator, chunk)
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
+            batch, error = translate_batch(decoder, translator, None)
+            if batch:
+                yield batch
+            if error is not None:
+                raise error
+            tail = translator.end_of_body()
+            if tail:
+                yield tail
 
     async def embed(
         self, request: EmbeddingRequest, deployment: DeploymentConfig, options: CallOptions
@@ -462,7 +467,7 @@ def _str(value: Any) -> str:
 
 
 def _synthetic_id() -> str:
-    return f"gen-{secrets.token_hex(12)}"
+    return new_id("gen-")
 
 
 class _CallIds:
@@ -471,7 +476,7 @@ class _CallIds:
     __slots__ = ("_count", "_prefix")
 
     def __init__(self) -> None:
-        self._prefix = f"call_{secrets.token_hex(6)}_"
+        self._prefix = new_id("call_") + "_"
         self._count = 0
 
     def next(self) -> str:
@@ -496,6 +501,9 @@ class StreamTranslator:
         t = StreamTranslator("gemini-2.5-flash", provider="gemini", link=link)
         events = t.feed(None, '{"candidates": [...]}')
     """
+
+    # Gemini streams have no end marker: the body ends when the answer does.
+    done = False
 
     def __init__(self, model: str, *, provider: str, link: Exchange) -> None:
         self._model = model

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import array
 import base64
-import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -44,7 +43,7 @@ from switchboard.errors import (
 from switchboard.providers.base import CallOptions
 from switchboard.providers.exchange import Exchange, drain
 from switchboard.providers.http import HttpClient
-from switchboard.providers.sse import SSEDecoder
+from switchboard.providers.sse import SSEDecoder, translate_batch
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
@@ -66,6 +65,7 @@ from switchboard.schemas.canonical import (
     ToolCallStart,
     Usage,
 )
+from switchboard.schemas.ids import new_id
 
 __all__ = ["OpenAIProvider", "StreamTranslator", "build_chat_body", "parse_chat_response"]
 
@@ -109,8 +109,8 @@ class OpenAIProvider:
 
     async def stream(
         self, request: ChatRequest, deployment: DeploymentConfig, options: CallOptions
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream a chat completion as canonical events.
+    ) -> AsyncIterator[list[StreamEvent]]:
+        """Stream a chat completion as batches of canonical events (one batch per network read).
 
         Ends after every choice finished; a stream cut before that raises ``UpstreamConnectionError``.
         Closing this iterator early closes the upstream connection.
@@ -123,17 +123,22 @@ class OpenAIProvider:
             await self._link.check_stream(resp, provider=provider)
             chunks = resp.iter_bytes()
             async for chunk in chunks:
-                for sse in decoder.feed(chunk):
-                    for event in translator.feed(sse.event, sse.data):
-                        yield event
-                    if translator.done:
-                        await drain(chunks)
-                        return
-            for sse in decoder.close():
-                for event in translator.feed(sse.event, sse.data):
-                    yield event
-            for event in translator.end_of_body():
-                yield event
+                batch, error = translate_batch(decoder, translator, chunk)
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
+                if translator.done:
+                    await drain(chunks)
+                    return
+            batch, error = translate_batch(decoder, translator, None)
+            if batch:
+                yield batch
+            if error is not None:
+                raise error
+            tail = translator.end_of_body()
+            if tail:
+                yield tail
 
     async def embed(
         self, request: EmbeddingRequest, deployment: DeploymentConfig, options: CallOptions
@@ -393,12 +398,12 @@ def _str(value: Any) -> str:
 
 
 def _synthetic_id() -> str:
-    return f"chatcmpl-{secrets.token_hex(12)}"
+    return new_id("chatcmpl-")
 
 
 def _call_id() -> str:
     # Only for servers that omit call ids; unique so that a later turn never reuses one.
-    return f"call_{secrets.token_hex(12)}"
+    return new_id("call_")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["SSEDecoder", "SSEEvent", "iter_sse"]
+from switchboard.errors import SwitchboardError
+from switchboard.schemas.canonical import StreamEvent
+
+__all__ = ["EventTranslator", "SSEDecoder", "SSEEvent", "iter_sse", "translate_batch"]
 
 _BOM: Final = b"\xef\xbb\xbf"
 
@@ -148,3 +151,28 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             yield event
     for event in decoder.close():
         yield event
+
+
+class EventTranslator(Protocol):
+    """Turns one upstream SSE event into canonical stream events; ``done`` once the upstream finished."""
+
+    done: bool
+
+    def feed(self, event: str | None, data: str) -> list[StreamEvent]: ...
+
+
+def translate_batch(
+    decoder: SSEDecoder, translator: EventTranslator, chunk: bytes | None
+) -> tuple[list[StreamEvent], SwitchboardError | None]:
+    """The canonical events in one network read (``None``: end of body), stopping once the translator is
+    done. An upstream error is returned, not raised, so the events decoded before it still reach the
+    caller first — content that arrived is never dropped."""
+    batch: list[StreamEvent] = []
+    try:
+        for sse in decoder.feed(chunk) if chunk is not None else decoder.close():
+            batch += translator.feed(sse.event, sse.data)
+            if translator.done:
+                break
+    except SwitchboardError as exc:
+        return batch, exc
+    return batch, None
