@@ -67,6 +67,7 @@ class Options:
     out_dir: Path = BENCH_DIR / "results"
     keep_logs: bool = False
     records: bool = True
+    awake: bool = False
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -91,12 +92,15 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--keep-logs", action="store_true", help="keep the run directory (configs, server logs)")
     p.add_argument("--no-records", action="store_true", help="run Switchboard with request recording off")
+    p.add_argument("--awake", action="store_true",
+                   help="diagnostic: keep every CPU busy with a lowest-priority spinner, so no CPU idles "
+                        "(shows how much of the low-rate latency is the VM waking an idle CPU)")
     a = p.parse_args(argv)
     if any(c < 1 for c in a.concurrency):
         p.error("--concurrency values must be >= 1")
     opts = Options(skip_litellm=a.skip_litellm, modes=(a.only,) if a.only else MODES,
                    concurrency=a.concurrency, delays_ms=a.delays, out_dir=a.out_dir, keep_logs=a.keep_logs,
-                   records=not a.no_records)
+                   records=not a.no_records, awake=a.awake)
     if a.quick:
         opts = replace(opts, quick=True, requests=200, duration_s=0.4, warmup=5, warmup_max_s=2.0,
                        timeout_s=10.0)
@@ -327,7 +331,7 @@ def _meta(opts: Options, plan: CpuPlan, targets: list[Target], litellm_version: 
         logging["switchboard"] += f", {records} records written"
     setup = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
-        "pinning": plan.note,
+        "pinning": plan.note + ("; every CPU kept awake by a nice-19 spinner (--awake)" if opts.awake else ""),
         "upstream": f"Switchboard simulator, models {', '.join(_model(d) for d in opts.delays_ms)} "
                     f"(ttft as named, tokens_per_second 0, {CHUNKS} output tokens)",
         "targets": ", ".join(f"{report.TARGET_LABELS[t.name]} (ready in {t.startup_s:.1f} s)"
@@ -374,6 +378,19 @@ def _write_outputs(opts: Options, meta: dict[str, Any], cells: list[dict[str, An
     return text
 
 
+@contextlib.contextmanager
+def _spinners() -> Iterator[None]:
+    """One lowest-priority busy loop per CPU, so that no CPU ever idles during the run."""
+    procs = [subprocess.Popen(["nice", "-n", "19", "taskset", "-c", str(cpu), sys.executable, "-c",
+                               "while True: pass"]) for cpu in range(os.cpu_count() or 1)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def run(opts: Options) -> int:
     plan = plan_cpus()
     run_dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -381,6 +398,8 @@ def run(opts: Options) -> int:
     litellm_version: str | None = None
     try:
         with contextlib.ExitStack() as stack:
+            if opts.awake:
+                stack.enter_context(_spinners())
             sim, direct = start_sim(run_dir, plan, opts.delays_ms)
             stack.callback(sim.stop)
             targets.append(direct)

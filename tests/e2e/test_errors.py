@@ -188,3 +188,27 @@ def test_fuzzed_bodies_never_cause_a_500(gateway: GatewayThread, body: Any, path
             assert payload["type"] == "error"
         else:
             assert set(payload["error"]) >= {"message", "type", "param", "code"}
+
+
+def test_parameter_the_chosen_provider_cannot_honour(oai: openai.OpenAI, fleet: Fleet) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model=model_for(fleet, "anthropic"), n=2,
+                                    messages=[{"role": "user", "content": "hi"}])
+    assert e.value.code == "unsupported_parameter" and e.value.param == "n"
+    assert e.value.response.headers["x-request-id"]
+    # The same request to an OpenAI-format model is fine: two choices come back.
+    resp = oai.chat.completions.create(model=model_for(fleet, "openai"), n=2,
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert [c.index for c in resp.choices] == [0, 1]
+
+
+def test_json_schema_response_format_across_providers(oai: openai.OpenAI, fleet: Fleet) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    for fmt in ("openai", "anthropic", "gemini"):
+        resp = oai.chat.completions.create(
+            model=model_for(fleet, fmt), messages=[{"role": "user", "content": "Describe a person"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        )
+        data = json.loads(resp.choices[0].message.content or "")
+        assert isinstance(data["name"], str) and isinstance(data["age"], int), fmt

@@ -1,0 +1,25 @@
+"""The overhead benchmark runs end to end (tiny cells, no LiteLLM): it measures, it does not judge here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gateway_overhead_quick_run(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gateway_overhead.py"), "--quick", "--skip-litellm",
+         "--concurrency", "1,4", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    doc = json.loads((tmp_path / "gateway_overhead.quick.json").read_text())
+    cells = doc["cells"]
+    assert {c["target"] for c in cells} == {"direct", "switchboard"}
+    assert all(c["loadgen"]["errors"] == 0 and c["loadgen"]["ok"] > 0 for c in cells)
+    assert all(c["server"]["cpu_ms_per_request"] is not None for c in cells)
+    assert any(c["mode"] == "stream" for c in cells) and any(c["mode"] == "non-stream" for c in cells)
