@@ -6,18 +6,14 @@ The canned payloads follow the shapes of the official ``anthropic`` SDK's types 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from switchboard.config.model import DeploymentConfig, ProviderConfig
+from switchboard.config.model import DeploymentConfig
 from switchboard.errors import (
     ContextLengthExceeded,
     InvalidRequest,
@@ -32,7 +28,7 @@ from switchboard.errors import (
 )
 from switchboard.providers.anthropic import JSON_TOOL_NAME, AnthropicProvider
 from switchboard.providers.base import CallOptions
-from switchboard.providers.http import HttpClient, HttpResponse, StreamingResponse
+from switchboard.providers.http import HttpResponse
 from switchboard.schemas.canonical import (
     ChatRequest,
     EmbeddingRequest,
@@ -52,123 +48,23 @@ from switchboard.schemas.canonical import (
     ToolSpec,
     Usage,
 )
-from tests.providers.streams import flat
+from tests.providers.fakes import OPTIONS, FakeHttp, chat_request, flat, json_response, provider_config, sse_frame, user
 
 API_KEY = "sk-ant-api03-TESTKEY-do-not-leak-1234567890"
 MODEL_ID = "claude-sonnet-4-5-20250929"
 
 
 # ---------------------------------------------------------------------------------------------------
-# The fake network edge
-
-
-class FakeStream(StreamingResponse):
-    """A streaming response fed from a list of byte chunks."""
-
-    def __init__(self, status: int, headers: dict[str, str], chunks: list[bytes]) -> None:
-        self.status = status
-        self.headers = headers
-        self._chunks = chunks
-        self.sent = 0
-        self.fully_read = False
-        self.closed = False
-
-    async def read(self) -> bytes:
-        rest = b"".join(self._chunks[self.sent:])
-        self.sent = len(self._chunks)
-        self.fully_read = True
-        return rest
-
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        while self.sent < len(self._chunks):
-            chunk = self._chunks[self.sent]
-            self.sent += 1
-            yield chunk
-        self.fully_read = True
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class Call:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    timeout: float | None
-    connect_timeout: float | None
-
-
-@dataclass
-class FakeHttp(HttpClient):
-    """Records each request and answers with the canned response or stream."""
-
-    response: HttpResponse | None = None
-    stream_status: int = 200
-    stream_headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
-    chunks: list[bytes] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-    streams: list[FakeStream] = field(default_factory=list)
-
-    def _record(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-                timeout: float | None, connect_timeout: float | None) -> None:
-        assert body is not None
-        self.calls.append(Call(method, url, dict(headers), orjson.loads(body), timeout, connect_timeout))
-
-    async def request(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-                      timeout: float | None = None,  # noqa: ASYNC109 - the HttpClient interface
-                      connect_timeout: float | None = None) -> HttpResponse:
-        self._record(method, url, headers, body, timeout, connect_timeout)
-        assert self.response is not None
-        return self.response
-
-    def stream(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-               timeout: float | None = None, connect_timeout: float | None = None) -> Any:
-        self._record(method, url, headers, body, timeout, connect_timeout)
-        resp = FakeStream(self.stream_status, self.stream_headers, list(self.chunks))
-        self.streams.append(resp)
-
-        @asynccontextmanager
-        async def ctx() -> AsyncIterator[FakeStream]:
-            try:
-                yield resp
-            finally:
-                await resp.aclose()
-
-        return ctx()
-
-    async def aclose(self) -> None:
-        pass
+# Builders
 
 
 def make_provider(http: FakeHttp, **overrides: Any) -> AnthropicProvider:
-    cfg: dict[str, Any] = {
-        "type": "anthropic",
-        "base_url": "https://api.anthropic.com/",
-        "api_key": SecretStr(API_KEY),
-        "headers": {"Anthropic-Beta": "prompt-caching-2024-07-31"},
-        "timeout": 30.0,
-        "connect_timeout": 5.0,
-    }
-    cfg.update(overrides)
-    return AnthropicProvider(ProviderConfig(**cfg), http)
+    config = provider_config("anthropic", "https://api.anthropic.com/", API_KEY,
+                             {"Anthropic-Beta": "prompt-caching-2024-07-31"}, **overrides)
+    return AnthropicProvider(config, http)
 
 
 DEPLOYMENT = DeploymentConfig(provider="anthropic", model=MODEL_ID)
-OPTIONS = CallOptions(request_id="req_1")
-
-
-def user(text: str) -> Message:
-    return Message("user", [TextPart(text)])
-
-
-def chat_request(*messages: Message, **fields: Any) -> ChatRequest:
-    return ChatRequest(model="smart", messages=list(messages) or [user("Hello")], **fields)
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(status, headers or {"content-type": "application/json"}, orjson.dumps(payload))
 
 
 def message_payload(content: list[dict[str, Any]], stop_reason: str | None = "end_turn",
@@ -617,7 +513,7 @@ async def test_api_key_never_appears_in_errors() -> None:
 
 
 def sse(event: str, payload: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return sse_frame(payload, event=event)
 
 
 def message_start(input_tokens: int = 25, cache_read: int = 0, cache_write: int = 0) -> bytes:

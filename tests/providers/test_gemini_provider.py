@@ -6,18 +6,14 @@ The canned payloads follow the shapes of the official ``google-genai`` SDK's wir
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from switchboard.config.model import DeploymentConfig, ProviderConfig
+from switchboard.config.model import DeploymentConfig
 from switchboard.errors import (
     ContextLengthExceeded,
     InvalidRequest,
@@ -32,7 +28,7 @@ from switchboard.errors import (
 )
 from switchboard.providers.base import CallOptions
 from switchboard.providers.gemini import THOUGHT_SIGNATURE_BYPASS, GeminiProvider
-from switchboard.providers.http import HttpClient, HttpResponse, StreamingResponse
+from switchboard.providers.http import HttpResponse
 from switchboard.schemas.canonical import (
     ChatRequest,
     EmbeddingRequest,
@@ -52,7 +48,17 @@ from switchboard.schemas.canonical import (
     ToolSpec,
     Usage,
 )
-from tests.providers.streams import flat
+from tests.providers.fakes import (
+    OPTIONS,
+    FakeHttp,
+    chat_request,
+    flat,
+    network_chunks,
+    provider_config,
+    sse_frame,
+    user,
+)
+from tests.providers.fakes import json_response as fake_json_response
 
 API_KEY = "AIzaSyTESTKEY-do-not-leak-1234567890"
 MODEL_ID = "gemini-2.5-flash"
@@ -60,120 +66,21 @@ BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 
 
 # ---------------------------------------------------------------------------------------------------
-# The fake network edge
-
-
-class FakeStream(StreamingResponse):
-    """A streaming response fed from a list of byte chunks; ``error`` is raised after the last one."""
-
-    def __init__(self, status: int, headers: dict[str, str], chunks: list[bytes],
-                 error: Exception | None = None) -> None:
-        self.status = status
-        self.headers = headers
-        self._chunks = chunks
-        self._error = error
-        self.sent = 0
-        self.closed = False
-
-    async def read(self) -> bytes:
-        rest = b"".join(self._chunks[self.sent:])
-        self.sent = len(self._chunks)
-        return rest
-
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        while self.sent < len(self._chunks):
-            chunk = self._chunks[self.sent]
-            self.sent += 1
-            yield chunk
-        if self._error is not None:
-            raise self._error
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class Call:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    timeout: float | None
-    connect_timeout: float | None
-
-
-@dataclass
-class FakeHttp(HttpClient):
-    """Records each request and answers with the canned response or stream."""
-
-    response: HttpResponse | None = None
-    stream_status: int = 200
-    stream_headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
-    chunks: list[bytes] = field(default_factory=list)
-    stream_error: Exception | None = None
-    calls: list[Call] = field(default_factory=list)
-    streams: list[FakeStream] = field(default_factory=list)
-
-    def _record(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-                timeout: float | None, connect_timeout: float | None) -> None:
-        assert body is not None
-        self.calls.append(Call(method, url, dict(headers), orjson.loads(body), timeout, connect_timeout))
-
-    async def request(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-                      timeout: float | None = None,  # noqa: ASYNC109 - the HttpClient interface
-                      connect_timeout: float | None = None) -> HttpResponse:
-        self._record(method, url, headers, body, timeout, connect_timeout)
-        assert self.response is not None
-        return self.response
-
-    def stream(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-               timeout: float | None = None, connect_timeout: float | None = None) -> Any:
-        self._record(method, url, headers, body, timeout, connect_timeout)
-        resp = FakeStream(self.stream_status, self.stream_headers, list(self.chunks), self.stream_error)
-        self.streams.append(resp)
-
-        @asynccontextmanager
-        async def ctx() -> AsyncIterator[FakeStream]:
-            try:
-                yield resp
-            finally:
-                await resp.aclose()
-
-        return ctx()
-
-    async def aclose(self) -> None:
-        pass
+# Builders
 
 
 def make_provider(http: FakeHttp, **overrides: Any) -> GeminiProvider:
-    cfg: dict[str, Any] = {
-        "type": "gemini",
-        "base_url": BASE_URL,
-        "api_key": SecretStr(API_KEY),
-        "headers": {"X-Goog-User-Project": "proj-test"},
-        "timeout": 30.0,
-        "connect_timeout": 5.0,
-    }
-    cfg.update(overrides)
-    return GeminiProvider(ProviderConfig(**cfg), http)
+    config = provider_config("gemini", BASE_URL, API_KEY, {"X-Goog-User-Project": "proj-test"}, **overrides)
+    return GeminiProvider(config, http)
 
 
 DEPLOYMENT = DeploymentConfig(provider="gemini", model=MODEL_ID)
 GEMINI_3 = DeploymentConfig(provider="gemini", model="gemini-3-pro-preview")
-OPTIONS = CallOptions(request_id="req_1")
-
-
-def user(text: str) -> Message:
-    return Message("user", [TextPart(text)])
-
-
-def chat_request(*messages: Message, **fields: Any) -> ChatRequest:
-    return ChatRequest(model="smart", messages=list(messages) or [user("Hello")], **fields)
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(status, headers or {"content-type": "application/json; charset=UTF-8"},
-                        orjson.dumps(payload))
+    """Google labels its JSON with a charset."""
+    return fake_json_response(payload, status, headers or {"content-type": "application/json; charset=UTF-8"})
 
 
 USAGE = {"promptTokenCount": 120, "candidatesTokenCount": 40, "totalTokenCount": 260,
@@ -201,7 +108,7 @@ def google_error(code: int, status: str, message: str, details: list[Any] | None
 
 
 def sse(*frames: dict[str, Any] | str) -> list[bytes]:
-    return [b"data: " + (f.encode() if isinstance(f, str) else orjson.dumps(f)) + b"\r\n\r\n" for f in frames]
+    return [sse_frame(f, eol=b"\r\n") for f in frames]
 
 
 async def collect(provider: GeminiProvider, request: ChatRequest | None = None,
@@ -601,15 +508,20 @@ async def test_closing_the_stream_early_closes_upstream() -> None:
     assert http.streams[0].closed
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=5), data=st.data())
-async def test_stream_text_survives_any_chunking(texts: list[str], data: st.DataObject) -> None:
+@st.composite
+def chunked_texts(draw: st.DrawFn) -> tuple[list[str], list[bytes]]:
+    """Texts, and the network chunks of a stream that sends them, split anywhere."""
+    texts = draw(st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=5))
     frames = [generate_response([{"text": t}], None) for t in texts]
     frames.append(generate_response([], "STOP", usage=USAGE))
-    raw = b"".join(sse(*frames))
-    splits = sorted(data.draw(st.sets(st.integers(1, len(raw) - 1), max_size=10)))
-    http = FakeHttp(chunks=[raw[a:b] for a, b in zip([0, *splits], [*splits, len(raw)], strict=True)])
-    events = await collect(make_provider(http))
+    return texts, draw(network_chunks(b"".join(sse(*frames)), max_cuts=10))
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=chunked_texts())
+async def test_stream_text_survives_any_chunking(case: tuple[list[str], list[bytes]]) -> None:
+    texts, chunks = case
+    events = await collect(make_provider(FakeHttp(chunks=chunks)))
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "".join(texts)
     assert events[-2:] == [StreamFinish("stop"), StreamUsage(Usage(120, 140, 64, 100))]
 

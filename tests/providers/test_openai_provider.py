@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from switchboard.config.model import DeploymentConfig, ProviderConfig
+from switchboard.config.model import DeploymentConfig
 from switchboard.errors import (
     ContextLengthExceeded,
     InvalidRequest,
@@ -34,7 +30,7 @@ from switchboard.errors import (
     UpstreamTimeout,
 )
 from switchboard.providers.base import CallOptions
-from switchboard.providers.http import HttpClient, HttpResponse, StreamingResponse
+from switchboard.providers.http import HttpResponse
 from switchboard.providers.openai import OpenAIProvider
 from switchboard.schemas.canonical import (
     ChatRequest,
@@ -55,7 +51,17 @@ from switchboard.schemas.canonical import (
     ToolSpec,
     Usage,
 )
-from tests.providers.streams import flat
+from tests.providers.fakes import (
+    OPTIONS,
+    FakeHttp,
+    chat_request,
+    flat,
+    json_response,
+    network_chunks,
+    provider_config,
+    sse_frame,
+    user,
+)
 
 API_KEY = "sk-proj-TESTKEY-do-not-leak-1234567890"
 MODEL_ID = "gpt-4o-mini-2024-07-18"
@@ -64,118 +70,15 @@ VLLM_URL = "http://vllm.internal:8000/v1"
 
 
 # ---------------------------------------------------------------------------------------------------
-# The fake network edge
-
-
-class FakeStream(StreamingResponse):
-    """A streaming response fed from a list of byte chunks; ``error`` is raised after the last one."""
-
-    def __init__(self, status: int, headers: dict[str, str], chunks: list[bytes],
-                 error: Exception | None = None) -> None:
-        self.status = status
-        self.headers = headers
-        self._chunks = chunks
-        self._error = error
-        self.sent = 0
-        self.closed = False
-
-    async def read(self) -> bytes:
-        rest = b"".join(self._chunks[self.sent:])
-        self.sent = len(self._chunks)
-        return rest
-
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        while self.sent < len(self._chunks):
-            chunk = self._chunks[self.sent]
-            self.sent += 1
-            yield chunk
-        if self._error is not None:
-            raise self._error
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class Call:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    timeout: float | None
-    connect_timeout: float | None
-
-
-@dataclass
-class FakeHttp(HttpClient):
-    """Records each request and answers with the canned response or stream."""
-
-    response: HttpResponse | None = None
-    stream_status: int = 200
-    stream_headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
-    chunks: list[bytes] = field(default_factory=list)
-    stream_error: Exception | None = None
-    calls: list[Call] = field(default_factory=list)
-    streams: list[FakeStream] = field(default_factory=list)
-
-    def _record(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-                timeout: float | None, connect_timeout: float | None) -> None:
-        assert body is not None
-        self.calls.append(Call(method, url, dict(headers), orjson.loads(body), timeout, connect_timeout))
-
-    async def request(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-                      timeout: float | None = None,  # noqa: ASYNC109 - the HttpClient interface
-                      connect_timeout: float | None = None) -> HttpResponse:
-        self._record(method, url, headers, body, timeout, connect_timeout)
-        assert self.response is not None
-        return self.response
-
-    def stream(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-               timeout: float | None = None, connect_timeout: float | None = None) -> Any:
-        self._record(method, url, headers, body, timeout, connect_timeout)
-        resp = FakeStream(self.stream_status, self.stream_headers, list(self.chunks), self.stream_error)
-        self.streams.append(resp)
-
-        @asynccontextmanager
-        async def ctx() -> AsyncIterator[FakeStream]:
-            try:
-                yield resp
-            finally:
-                await resp.aclose()
-
-        return ctx()
-
-    async def aclose(self) -> None:
-        pass
+# Builders
 
 
 def make_provider(http: FakeHttp, **overrides: Any) -> OpenAIProvider:
-    cfg: dict[str, Any] = {
-        "type": "openai",
-        "base_url": OPENAI_URL,
-        "api_key": SecretStr(API_KEY),
-        "headers": {"OpenAI-Organization": "org-test"},
-        "timeout": 30.0,
-        "connect_timeout": 5.0,
-    }
-    cfg.update(overrides)
-    return OpenAIProvider(ProviderConfig(**cfg), http)
+    config = provider_config("openai", OPENAI_URL, API_KEY, {"OpenAI-Organization": "org-test"}, **overrides)
+    return OpenAIProvider(config, http)
 
 
 DEPLOYMENT = DeploymentConfig(provider="openai", model=MODEL_ID)
-OPTIONS = CallOptions(request_id="req_1")
-
-
-def user(text: str) -> Message:
-    return Message("user", [TextPart(text)])
-
-
-def chat_request(*messages: Message, **fields: Any) -> ChatRequest:
-    return ChatRequest(model="fast", messages=list(messages) or [user("Hello")], **fields)
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(status, headers or {"content-type": "application/json"}, orjson.dumps(payload))
 
 
 def completion(message: dict[str, Any], finish_reason: str = "stop",
@@ -220,10 +123,8 @@ USAGE = {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39,
 
 
 def sse(*frames: dict[str, Any] | str, done: bool = True) -> list[bytes]:
-    out = [b"data: " + (f.encode() if isinstance(f, str) else orjson.dumps(f)) + b"\n\n" for f in frames]
-    if done:
-        out.append(b"data: [DONE]\n\n")
-    return out
+    tail = ("[DONE]",) if done else ()
+    return [sse_frame(f) for f in (*frames, *tail)]
 
 
 async def collect(provider: OpenAIProvider, request: ChatRequest | None = None) -> list[StreamEvent]:
@@ -713,31 +614,33 @@ async def test_closing_the_stream_early_closes_upstream() -> None:
     assert http.streams[0].closed
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    calls=st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
-                             st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=3)),
-                   min_size=1, max_size=3),
-    data=st.data(),
-)
-async def test_fragment_reassembly_property(
-    calls: list[tuple[str, dict[str, str]]], data: st.DataObject
-) -> None:
-    """However arguments are split into fragments and bytes into network chunks, the pieces of each
-    call concatenate to its exact arguments text."""
+@st.composite
+def fragmented_calls(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[bytes]]:
+    """Tool calls (name, arguments text), and the network chunks of a stream that sends each call's
+    arguments in fragments split anywhere."""
+    calls = draw(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+                                    st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=3)),
+                          min_size=1, max_size=3))
+    named = [(name, orjson.dumps(args).decode()) for name, args in calls]
     frames: list[dict[str, Any]] = []
-    texts = [orjson.dumps(args).decode() for _, args in calls]
-    for i, ((name, _), text) in enumerate(zip(calls, texts, strict=True)):
-        cuts = sorted(data.draw(st.sets(st.integers(0, len(text)), max_size=4)))
+    for i, (name, text) in enumerate(named):
+        cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=4)))
         pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
         frames.append(chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
                                              "function": {"name": name, "arguments": pieces[0]}}]}))
         frames.extend(chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in pieces[1:])
     frames.append(chunk({}, "tool_calls"))
-    raw = b"".join(sse(*frames))
-    splits = sorted(data.draw(st.sets(st.integers(1, len(raw) - 1), max_size=8)))
-    http = FakeHttp(chunks=[raw[a:b] for a, b in zip([0, *splits], [*splits, len(raw)], strict=True)])
-    events = await collect(make_provider(http))
+    return named, draw(network_chunks(b"".join(sse(*frames)), max_cuts=8))
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=fragmented_calls())
+async def test_fragment_reassembly_property(case: tuple[list[tuple[str, str]], list[bytes]]) -> None:
+    """However arguments are split into fragments and bytes into network chunks, the pieces of each
+    call concatenate to its exact arguments text."""
+    calls, chunks = case
+    texts = [text for _, text in calls]
+    events = await collect(make_provider(FakeHttp(chunks=chunks)))
     starts = [e for e in events if isinstance(e, ToolCallStart)]
     expected = [(i, f"call_{i}", name) for i, (name, _) in enumerate(calls)]
     assert [(s.index, s.id, s.name) for s in starts] == expected

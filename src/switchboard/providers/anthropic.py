@@ -2,8 +2,8 @@
 
 It owns everything Anthropic-specific: turning canonical messages into ``POST /v1/messages`` bodies
 (top-level ``system``, strict user/assistant alternation, ``tool_use``/``tool_result`` blocks, the
-required ``max_tokens``), reading answers and SSE streams back, and mapping Anthropic errors onto
-:mod:`switchboard.errors`.
+required ``max_tokens``), and reading answers and SSE streams back. The HTTP side (headers, timeouts,
+error bodies, key redaction) is the shared :class:`~switchboard.providers.exchange.Exchange`.
 
 Choices worth knowing:
 
@@ -29,27 +29,19 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
 from switchboard.config.model import DeploymentConfig, ProviderConfig
-from switchboard.errors import (
-    InvalidRequest,
-    SwitchboardError,
-    UnsupportedParameter,
-    UpstreamConnectionError,
-    UpstreamError,
-    UpstreamProtocolError,
-)
+from switchboard.errors import InvalidRequest, UnsupportedParameter, UpstreamConnectionError, UpstreamProtocolError
 from switchboard.providers.base import CallOptions
-from switchboard.providers.errors import upstream_error
+from switchboard.providers.exchange import Exchange, event_batches
 from switchboard.providers.http import HttpClient
-from switchboard.providers.sse import SSEDecoder, translate_batch
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
@@ -85,13 +77,6 @@ _JSON_TOOL_DESCRIPTION = "Respond to the user with a JSON value that follows thi
 _IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID_OK = re.compile(r"[A-Za-z0-9_-]+")
 _TOOL_ID_BAD_CHAR = re.compile(r"[^A-Za-z0-9_-]")
-# Headers a client may never set through forwarding: the credential and the message framing.
-_PROTECTED_HEADERS = frozenset({
-    "x-api-key", "authorization", "proxy-authorization", "content-type", "content-length", "host",
-    "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "expect",
-})
-# After message_stop only the end of the body is left; reading it lets the connection be reused.
-_DRAIN_SECONDS = 1.0
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -101,21 +86,6 @@ _FINISH: dict[str, FinishReason] = {
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
-}
-
-# In-band stream errors carry only an error type; this is the HTTP status Anthropic uses for each.
-_ERROR_TYPE_STATUS: dict[str, int] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "conflict_error": 409,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
 }
 
 
@@ -130,29 +100,18 @@ class AnthropicProvider:
 
     def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
         self.config = config
-        self._http = http
+        key = config.api_key.get_secret_value() if config.api_key is not None else None
+        auth = {"x-api-key": key} if key else {}
+        self._link = Exchange(config, http, auth=auth, secret=key,
+                              api_headers={"anthropic-version": ANTHROPIC_VERSION})
         self._url = f"{config.base_url}/v1/messages"
-        self._api_key = config.api_key.get_secret_value() if config.api_key is not None else None
-        base = {"content-type": "application/json", "accept": "application/json",
-                "anthropic-version": ANTHROPIC_VERSION}
-        base.update({k.lower(): v for k, v in config.headers.items()})
-        self._base_headers = base
 
     async def chat(
         self, request: ChatRequest, deployment: DeploymentConfig, options: CallOptions
     ) -> ChatResponse:
         """Send one Messages request and translate the answer."""
         body, json_tool = build_body(request, deployment, stream=False)
-        resp = await self._http.request(
-            "POST", self._url, headers=self._headers(options), body=orjson.dumps(body),
-            timeout=self._timeout(options), connect_timeout=self.config.connect_timeout,
-        )
-        if not 200 <= resp.status < 300:
-            raise self._status_error(resp.status, resp.body, resp.headers)
-        try:
-            data = orjson.loads(resp.body)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{_PROVIDER} returned a response that is not JSON") from None
+        data = await self._link.post_json(self._url, body, options, provider=_PROVIDER)
         return parse_response(data, json_tool)
 
     async def stream(
@@ -164,100 +123,18 @@ class AnthropicProvider:
         early closes the upstream connection.
         """
         body, json_tool = build_body(request, deployment, stream=True)
-        translator = StreamTranslator(json_tool)
-        decoder = SSEDecoder()
-        async with self._http.stream(
-            "POST", self._url, headers=self._headers(options), body=orjson.dumps(body),
-            timeout=self._timeout(options), connect_timeout=self.config.connect_timeout,
-        ) as resp:
-            if not 200 <= resp.status < 300:
-                raise self._status_error(resp.status, await resp.read(), resp.headers)
-            if "application/json" in resp.headers.get("content-type", ""):
-                raise self._json_instead_of_stream(await resp.read(), resp.status, resp.headers)
-            chunks = resp.iter_bytes()
-            async for chunk in chunks:
-                batch, error = translate_batch(decoder, translator, chunk)
-                if batch:
+        translator = StreamTranslator(json_tool, link=self._link)
+        async with self._link.open_stream(self._url, body, options) as resp:
+            await self._link.check_stream(resp, provider=_PROVIDER)
+            async with aclosing(event_batches(resp, translator)) as batches:
+                async for batch in batches:
                     yield batch
-                if error is not None:
-                    raise error
-                if translator.done:
-                    await _drain(chunks)
-                    return
-            batch, error = translate_batch(decoder, translator, None)
-            if batch:
-                yield batch
-            if error is not None:
-                raise error
-            if translator.done:
-                return
-        raise UpstreamConnectionError(f"{_PROVIDER} stream ended before message_stop")
 
     async def embed(
         self, request: EmbeddingRequest, deployment: DeploymentConfig, options: CallOptions
     ) -> EmbeddingResponse:
         """Always refused: Anthropic has no embeddings API."""
         raise UnsupportedParameter("Anthropic has no embeddings API", param="model")
-
-    def _timeout(self, options: CallOptions) -> float:
-        return options.timeout if options.timeout is not None else self.config.timeout
-
-    def _headers(self, options: CallOptions) -> dict[str, str]:
-        headers = dict(self._base_headers)
-        for name, value in options.forward_headers.items():
-            key = name.lower()
-            if key not in _PROTECTED_HEADERS:
-                headers[key] = value
-        if self._api_key is not None:
-            headers["x-api-key"] = self._api_key
-        return headers
-
-    def _scrub(self, text: str) -> str:
-        """Remove our credential from upstream text, in case a proxy echoed the request headers."""
-        if self._api_key and self._api_key in text:
-            return text.replace(self._api_key, "[redacted]")
-        return text
-
-    def _status_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> SwitchboardError:
-        message, code = _error_detail(body)
-        return upstream_error(status, self._scrub(message), code=code, headers=headers, provider=_PROVIDER)
-
-    def _json_instead_of_stream(
-        self, body: bytes, status: int, headers: Mapping[str, str]
-    ) -> SwitchboardError:
-        message, code = _error_detail(body)
-        if code is not None:
-            return upstream_error(_ERROR_TYPE_STATUS.get(code, 500), self._scrub(message), code=code,
-                                  headers=headers, provider=_PROVIDER)
-        return UpstreamProtocolError(f"{_PROVIDER} answered a stream request with JSON (HTTP {status})")
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read what is left of a finished stream so the connection can go back to the pool; give up
-    quickly, since every event has been delivered already."""
-    try:
-        async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in chunks:
-                pass
-    except (TimeoutError, UpstreamError):
-        pass
-
-
-def _error_detail(body: bytes) -> tuple[str, str | None]:
-    """The message and error type of an Anthropic error body, or a short excerpt of a foreign one."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:300].decode("utf-8", "replace").strip(), None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict):
-            message = err.get("message")
-            code = err.get("type")
-            return (message if isinstance(message, str) else ""), (code if isinstance(code, str) else None)
-        if isinstance(err, str):
-            return err, None
-    return "", None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -538,19 +415,21 @@ class StreamTranslator:
     """Turns Anthropic stream events, one at a time, into canonical stream events.
 
     Tool calls are numbered in order of appearance (not by Anthropic's block index); the JSON-mode
-    tool's input streams as text. ``done`` turns true at ``message_stop``.
+    tool's input streams as text. ``done`` turns true at ``message_stop``. ``link`` maps ``error``
+    events onto Switchboard errors.
 
     Usage::
 
-        t = StreamTranslator(json_tool=None)
+        t = StreamTranslator(json_tool=None, link=link)
         events = t.feed("message_start", '{"type":"message_start","message":{...}}')
     """
 
-    __slots__ = ("_blocks", "_end_usage", "_filled", "_finished", "_json_tool", "_start_usage", "_tool_count",
-                 "done", "started")
+    __slots__ = ("_blocks", "_end_usage", "_filled", "_finished", "_json_tool", "_link", "_start_usage",
+                 "_tool_count", "done", "started")
 
-    def __init__(self, json_tool: str | None) -> None:
+    def __init__(self, json_tool: str | None, *, link: Exchange) -> None:
         self._json_tool = json_tool
+        self._link = link
         self._blocks: dict[int, int] = {}  # Anthropic block index → tool-call index; -1 = JSON-mode tool
         self._filled: set[int] = set()  # tool blocks that received some arguments
         self._tool_count = 0
@@ -559,6 +438,12 @@ class StreamTranslator:
         self._finished = False
         self.started = False
         self.done = False
+
+    def end_of_body(self) -> list[StreamEvent]:
+        """The body ended: fine after ``message_stop``, a cut stream otherwise."""
+        if not self.done:
+            raise UpstreamConnectionError(f"{_PROVIDER} stream ended before message_stop")
+        return []
 
     def feed(self, event: str | None, data: str) -> list[StreamEvent]:
         """The canonical events for one SSE event; raises the mapped error for an ``error`` event."""
@@ -572,7 +457,7 @@ class StreamTranslator:
             raise UpstreamProtocolError(f"{_PROVIDER} sent a stream event that is not a JSON object")
         kind = payload.get("type") or event
         if kind == "error":
-            raise _stream_error(payload)
+            raise self._link.inband_error(payload, {}, provider=_PROVIDER)
         if kind == "ping" or self.done:
             return []
         if kind != "message_start" and not self.started:
@@ -658,11 +543,3 @@ class StreamTranslator:
             events.append(StreamFinish(None))
         events.append(StreamUsage(_usage({**self._start_usage, **self._end_usage})))
         return events
-
-
-def _stream_error(payload: dict[str, Any]) -> SwitchboardError:
-    err = payload.get("error")
-    err = err if isinstance(err, dict) else {}
-    code = _str(err.get("type")) or "api_error"
-    message = _str(err.get("message")) or f"{_PROVIDER} stream failed with {code}"
-    return upstream_error(_ERROR_TYPE_STATUS.get(code, 500), message, code=code, provider=_PROVIDER)

@@ -1,9 +1,10 @@
-"""The HTTP side of a JSON exchange with an upstream, shared by the OpenAI and Gemini adapters.
+"""The HTTP side of a JSON exchange with an upstream, shared by the OpenAI, Anthropic and Gemini adapters.
 
 It builds request headers (credential last, so a forwarded header cannot replace it), posts JSON and
-parses the answer, reads ``{"error": {...}}`` bodies into :mod:`switchboard.errors` through
-:func:`~switchboard.providers.errors.upstream_error`, and drains finished streams so that their
-connections go back to the pool. The adapters keep only the payload translation.
+parses the answer, reads ``{"error": {...}}`` bodies (OpenAI's, Anthropic's and Google's shapes) into
+:mod:`switchboard.errors` through :func:`~switchboard.providers.errors.upstream_error`, and drains
+finished streams so that their connections go back to the pool. The adapters keep only the payload
+translation.
 
 Usage::
 
@@ -14,10 +15,10 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -26,8 +27,10 @@ from switchboard.errors import SwitchboardError, UpstreamError, UpstreamProtocol
 from switchboard.providers.base import CallOptions
 from switchboard.providers.errors import upstream_error
 from switchboard.providers.http import HttpClient, StreamingResponse
+from switchboard.providers.sse import EventTranslator, SSEDecoder, translate_batch
+from switchboard.schemas.canonical import StreamEvent
 
-__all__ = ["ErrorBody", "Exchange", "drain", "parse_error_body"]
+__all__ = ["ErrorBody", "Exchange", "StreamTranslator", "drain", "event_batches", "parse_error_body"]
 
 # Headers a client may never set through forwarding: credentials and the message framing.
 _PROTECTED_HEADERS = frozenset({
@@ -38,7 +41,8 @@ _PROTECTED_HEADERS = frozenset({
 _DRAIN_SECONDS = 1.0
 
 # In-band (HTTP 200) stream errors carry a type or status word instead of an HTTP status; these are
-# the statuses the vendors use for them (OpenAI types/codes, Google RPC status names).
+# the statuses the vendors use for them (OpenAI types/codes, Anthropic error types, Google RPC status
+# names). Anthropic sends overloaded_error with 529, which maps to the same error as 503.
 _WORD_STATUS: dict[str, int] = {
     "invalid_request_error": 400,
     "context_length_exceeded": 400,
@@ -47,10 +51,13 @@ _WORD_STATUS: dict[str, int] = {
     "out_of_range": 400,
     "authentication_error": 401,
     "unauthenticated": 401,
+    "billing_error": 402,
     "permission_error": 403,
     "permission_denied": 403,
     "not_found_error": 404,
     "not_found": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
     "rate_limit_error": 429,
     "rate_limit_exceeded": 429,
     "insufficient_quota": 429,
@@ -79,7 +86,8 @@ class ErrorBody:
 
 
 def parse_error_body(data: Any) -> ErrorBody:
-    """Read ``{"error": {"message", "type", "param", "code"}}`` (OpenAI and compatibles) or
+    """Read ``{"error": {"message", "type", "param", "code"}}`` (OpenAI and compatibles),
+    ``{"type": "error", "error": {"type", "message"}}`` (Anthropic, whose type is its code) or
     ``{"error": {"code", "message", "status", "details"}}`` (Google); anything else gives an empty one."""
     if isinstance(data, list) and data:
         data = data[0]
@@ -99,7 +107,9 @@ def parse_error_body(data: Any) -> ErrorBody:
     elif isinstance(code, int) and 100 <= code <= 599:
         out.status = code
     if out.code is None:
-        out.code = _opt_str(err.get("status"))
+        # Anthropic's only code is the error type, marked by the envelope {"type": "error", ...}.
+        anthropic = err is not data and data.get("type") == "error"
+        out.code = out.type if anthropic else _opt_str(err.get("status"))
     details = err.get("details")
     if isinstance(details, list):
         for item in details:
@@ -112,17 +122,20 @@ class Exchange:
     """Sends JSON to one configured upstream and turns its error answers into Switchboard errors.
 
     ``auth`` holds the credential headers; ``secret`` is scrubbed from every upstream text we pass on.
+    ``api_headers`` are headers the API requires on every request (``anthropic-version``); the
+    configured headers may override them.
     """
 
     __slots__ = ("_auth", "_base_headers", "_config", "_http", "_secret")
 
     def __init__(self, config: ProviderConfig, http: HttpClient, *, auth: Mapping[str, str],
-                 secret: str | None) -> None:
+                 secret: str | None, api_headers: Mapping[str, str] | None = None) -> None:
         self._config = config
         self._http = http
         self._auth = dict(auth)
         self._secret = secret
         base = {"content-type": "application/json", "accept": "application/json"}
+        base.update(api_headers or {})
         base.update({k.lower(): v for k, v in config.headers.items()})
         self._base_headers = base
 
@@ -215,6 +228,42 @@ class Exchange:
         if self._secret and self._secret in text:
             return text.replace(self._secret, "[redacted]")
         return text
+
+
+class StreamTranslator(EventTranslator, Protocol):
+    """An upstream family's stream translator: events in, canonical events out; ``end_of_body`` checks
+    that the upstream finished (raising ``UpstreamConnectionError`` if not) and returns what is left."""
+
+    def end_of_body(self) -> list[StreamEvent]: ...
+
+
+async def event_batches(
+    resp: StreamingResponse, translator: StreamTranslator
+) -> AsyncGenerator[list[StreamEvent], None]:
+    """The canonical events of an SSE response, one batch per network read.
+
+    Events decoded before an upstream error are delivered before the error is raised; once the
+    translator is done the rest of the body is drained so the connection can be reused.
+    """
+    decoder = SSEDecoder()
+    chunks = resp.iter_bytes()
+    async for chunk in chunks:
+        batch, error = translate_batch(decoder, translator, chunk)
+        if batch:
+            yield batch
+        if error is not None:
+            raise error
+        if translator.done:
+            await drain(chunks)
+            return
+    batch, error = translate_batch(decoder, translator, None)
+    if batch:
+        yield batch
+    if error is not None:
+        raise error
+    tail = translator.end_of_body()
+    if tail:
+        yield tail
 
 
 async def drain(chunks: AsyncIterator[bytes]) -> None:

@@ -33,6 +33,7 @@ import base64
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
@@ -47,9 +48,8 @@ from switchboard.errors import (
     UpstreamProtocolError,
 )
 from switchboard.providers.base import CallOptions
-from switchboard.providers.exchange import Exchange
+from switchboard.providers.exchange import Exchange, event_batches
 from switchboard.providers.http import HttpClient
-from switchboard.providers.sse import SSEDecoder, translate_batch
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
@@ -139,25 +139,12 @@ class GeminiProvider:
         body = build_generate_body(request, model)
         provider = deployment.provider
         translator = StreamTranslator(model, provider=provider, link=self._link)
-        decoder = SSEDecoder()
         url = self._url(model, "streamGenerateContent") + "?alt=sse"
         async with self._link.open_stream(url, body, options) as resp:
             await self._link.check_stream(resp, provider=provider)
-            chunks = resp.iter_bytes()
-            async for chunk in chunks:
-                batch, error = translate_batch(decoder, translator, chunk)
-                if batch:
+            async with aclosing(event_batches(resp, translator)) as batches:
+                async for batch in batches:
                     yield batch
-                if error is not None:
-                    raise error
-            batch, error = translate_batch(decoder, translator, None)
-            if batch:
-                yield batch
-            if error is not None:
-                raise error
-            tail = translator.end_of_body()
-            if tail:
-                yield tail
 
     async def embed(
         self, request: EmbeddingRequest, deployment: DeploymentConfig, options: CallOptions

@@ -28,6 +28,7 @@ import base64
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,9 +42,8 @@ from switchboard.errors import (
     UpstreamProtocolError,
 )
 from switchboard.providers.base import CallOptions
-from switchboard.providers.exchange import Exchange, drain
+from switchboard.providers.exchange import Exchange, event_batches
 from switchboard.providers.http import HttpClient
-from switchboard.providers.sse import SSEDecoder, translate_batch
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
@@ -118,27 +118,11 @@ class OpenAIProvider:
         body = build_chat_body(request, deployment.model, official=self._official, stream=True)
         provider = deployment.provider
         translator = StreamTranslator(deployment.model, provider=provider, link=self._link)
-        decoder = SSEDecoder()
         async with self._link.open_stream(self._chat_url, body, options) as resp:
             await self._link.check_stream(resp, provider=provider)
-            chunks = resp.iter_bytes()
-            async for chunk in chunks:
-                batch, error = translate_batch(decoder, translator, chunk)
-                if batch:
+            async with aclosing(event_batches(resp, translator)) as batches:
+                async for batch in batches:
                     yield batch
-                if error is not None:
-                    raise error
-                if translator.done:
-                    await drain(chunks)
-                    return
-            batch, error = translate_batch(decoder, translator, None)
-            if batch:
-                yield batch
-            if error is not None:
-                raise error
-            tail = translator.end_of_body()
-            if tail:
-                yield tail
 
     async def embed(
         self, request: EmbeddingRequest, deployment: DeploymentConfig, options: CallOptions
