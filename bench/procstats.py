@@ -1,7 +1,10 @@
 """CPU time and memory of a server process and its descendants, read from ``/proc`` (Linux only).
 
-CPU is ``utime + stime + cutime + cstime`` summed over the live process tree, so a child that
-exits between two samples still counts (its time moves into its parent's ``cutime``/``cstime``).
+CPU is the scheduler's own run time of every thread (``/proc/PID/task/TID/schedstat``, nanoseconds)
+summed over the live process tree, plus ``cutime + cstime`` of exited children. The tick-sampled
+``utime``/``stime`` are used only where schedstat is missing: at low request rates they are biased
+(a process that wakes on a timer can be charged whole ticks it barely used — on this machine it made
+the idle-heavy cells read several times the true CPU, for every target alike).
 
 Usage::
 
@@ -57,15 +60,30 @@ def descendants(pid: int) -> list[int]:
     return seen
 
 
-def _cpu_ticks(pid: int) -> int:
+def _stat_fields(pid: int) -> list[str]:
     try:
         raw = (_PROC / str(pid) / "stat").read_text()
     except OSError:
-        return 0
+        return []
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state); utime, stime, cutime, cstime are fields 14–17.
-    return sum(int(f) for f in fields[11:15])
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _cpu_s(pid: int) -> float:
+    """Run time of ``pid``'s threads (schedstat, ns precision) plus its exited children's CPU."""
+    fields = _stat_fields(pid)
+    if not fields:
+        return 0.0
+    children = (int(fields[13]) + int(fields[14])) / _TICKS_PER_S
+    run_ns = 0
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+        for task in tasks:
+            run_ns += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return sum(int(f) for f in fields[11:15]) / _TICKS_PER_S
+    return run_ns / 1e9 + children
 
 
 def _memory(pid: int) -> tuple[int, int]:
@@ -85,11 +103,11 @@ def _memory(pid: int) -> tuple[int, int]:
 def sample_tree(pid: int) -> TreeSample:
     """Read CPU time and memory of ``pid`` and its live descendants."""
     pids = descendants(pid)
-    ticks = sum(_cpu_ticks(p) for p in pids)
+    cpu = sum(_cpu_s(p) for p in pids)
     mem = [_memory(p) for p in pids]
     return TreeSample(
         pids=tuple(pids),
-        cpu_s=ticks / _TICKS_PER_S,
+        cpu_s=cpu,
         rss_bytes=sum(r for r, _ in mem),
         peak_rss_bytes=sum(h for _, h in mem),
     )

@@ -130,7 +130,6 @@ _ATTEMPT_FIELDS = frozenset(f.name for f in fields(Attempt))
 _INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT rowid, {', '.join(COLUMNS)} FROM requests"
 _DELETE_CHUNK = 5_000  # rows per retention transaction, so the writer never waits long on it
-_TICK = 0.05  # the writer looks for full batches this often; submit() never signals it
 
 Row = tuple[object, ...]
 
@@ -385,7 +384,6 @@ class SQLiteRecordWriter:
         self._maxsize = config.queue_size
         self._batch_size = config.batch_size
         self._interval = config.flush_interval
-        self._tick = min(config.flush_interval, _TICK)
         self._busy_timeout = busy_timeout
         self._before_write = before_write
 
@@ -415,10 +413,15 @@ class SQLiteRecordWriter:
 
     def submit(self, record: RequestRecord) -> bool:
         """Queue ``record`` for writing; ``False`` (and counted as dropped) when full or closed."""
-        if self._closed or len(self._buf) >= self._maxsize:
+        buf = self._buf
+        if self._closed or len(buf) >= self._maxsize:
             self._rejected += 1
             return False
-        self._buf.append(record)
+        buf.append(record)
+        if len(buf) == self._batch_size:
+            # A full batch wakes the writer; below that it wakes only every flush_interval, so an
+            # idle gateway does not spend CPU (or the GIL) polling.
+            self._wake.set()
         return True
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -522,7 +525,7 @@ class SQLiteRecordWriter:
         try:
             next_flush = time.monotonic() + self._interval
             while not self._stopping:
-                self._wake.wait(max(0.0, min(self._tick, next_flush - time.monotonic())))
+                self._wake.wait(max(0.0, next_flush - time.monotonic()))
                 self._wake.clear()
                 if self._stopping:
                     break
