@@ -352,8 +352,9 @@ def _meta(opts: Options, plan: CpuPlan, targets: list[Target], litellm_version: 
         "Latency: request written → last byte. TTFT: request written → first SSE frame with non-empty "
         "`delta.content`. `+` columns: the gateway minus direct in the same cell (ms); noise can make "
         "them negative.",
-        "CPU ms/req: utime+stime (incl. children) of the measured server's process tree during the measured "
-        "phase ÷ successful requests. For *direct* it is the simulator's own CPU.",
+        "CPU ms/req: scheduler run time (schedstat) of every thread of the measured server's process tree, "
+        "plus exited children's CPU, during the measured phase ÷ successful requests. For *direct* it is the "
+        "simulator's own CPU.",
         "RSS MB: VmRSS after the cell. Peak RSS MB: VmHWM during the cell (reset via clear_refs before it).",
         "Each server runs one worker process. Cells of the three targets run back to back for every "
         "(mode, delay, concurrency), so machine noise hits them alike; compare within one run only.",
