@@ -68,6 +68,8 @@ class Options:
     keep_logs: bool = False
     records: bool = True
     awake: bool = False
+    one_cpu: bool = False
+    relay: bool = False
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -92,6 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--keep-logs", action="store_true", help="keep the run directory (configs, server logs)")
     p.add_argument("--no-records", action="store_true", help="run Switchboard with request recording off")
+    p.add_argument("--relay", action="store_true",
+                   help="also measure a do-nothing TCP relay in the gateway's place: the floor of one more hop")
+    p.add_argument("--one-cpu", action="store_true",
+                   help="diagnostic: pin every process to one CPU (meaningful at concurrency 1, where nothing runs "
+                        "at once): no process then waits on another CPU being woken from idle")
     p.add_argument("--awake", action="store_true",
                    help="diagnostic: keep every CPU busy with a lowest-priority spinner, so no CPU idles "
                         "(shows how much of the low-rate latency is the VM waking an idle CPU)")
@@ -100,7 +107,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         p.error("--concurrency values must be >= 1")
     opts = Options(skip_litellm=a.skip_litellm, modes=(a.only,) if a.only else MODES,
                    concurrency=a.concurrency, delays_ms=a.delays, out_dir=a.out_dir, keep_logs=a.keep_logs,
-                   records=not a.no_records, awake=a.awake)
+                   records=not a.no_records, awake=a.awake, one_cpu=a.one_cpu,
+                   relay=a.relay)
     if a.quick:
         opts = replace(opts, quick=True, requests=200, duration_s=0.4, warmup=5, warmup_max_s=2.0,
                        timeout_s=10.0)
@@ -121,8 +129,11 @@ class CpuPlan:
     note: str
 
 
-def plan_cpus() -> CpuPlan:
+def plan_cpus(one_cpu: bool = False) -> CpuPlan:
     cpus = sorted(os.sched_getaffinity(0))
+    if one_cpu:
+        c = {cpus[0]}
+        return CpuPlan(c, c, c, f"everything on CPU {cpus[0]} (--one-cpu: no cross-CPU wake-ups)")
     if len(cpus) >= 3:
         return CpuPlan({cpus[0]}, {cpus[1]}, {cpus[2]}, f"gateway on CPU {cpus[0]}, simulator on CPU "
                        f"{cpus[1]}, load generator on CPU {cpus[2]}")
@@ -172,6 +183,17 @@ def start_sim(run_dir: Path, plan: CpuPlan, delays: Sequence[int]) -> tuple[Serv
     took = sim.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
                             headers={"authorization": f"Bearer {SIM_KEY}"})
     return sim, Target("direct", port, {"authorization": f"Bearer {SIM_KEY}"}, sim, took)
+
+
+def start_relay(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
+    """A do-nothing byte relay on the gateway's CPU: the cost of the extra hop alone."""
+    port = free_port()
+    proc = ServerProcess("relay", [sys.executable, str(BENCH_DIR / "relay.py"), "--port", str(port),
+                                   "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
+    headers = {"authorization": f"Bearer {SIM_KEY}"}
+    took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
+                             headers=headers)
+    return Target("relay", port, headers, proc, took, notes=["copies bytes, nothing else"])
 
 
 def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],
@@ -393,7 +415,7 @@ def _spinners() -> Iterator[None]:
 
 
 def run(opts: Options) -> int:
-    plan = plan_cpus()
+    plan = plan_cpus(opts.one_cpu)
     run_dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     targets: list[Target] = []
     litellm_version: str | None = None
@@ -404,6 +426,10 @@ def run(opts: Options) -> int:
             sim, direct = start_sim(run_dir, plan, opts.delays_ms)
             stack.callback(sim.stop)
             targets.append(direct)
+            if opts.relay:
+                relay = start_relay(run_dir, plan, direct.port, opts.delays_ms)
+                stack.callback(relay.process.stop)
+                targets.append(relay)
             sb = start_switchboard(run_dir, plan, direct.port, opts.delays_ms, opts.records)
             stack.callback(sb.process.stop)
             targets.append(sb)
