@@ -204,14 +204,16 @@ class SwitchboardApp:
 
     async def _stream(self, send: Send, receive: Receive, ex: _Exchange, ctx: RequestContext, req: ChatRequest,
                       make_encoder: Callable[[str], _Encoder]) -> None:
-        stream = await self.gateway.stream(req, ctx)
-        encoder = make_encoder(stream.deployment.model)
-        headers = _SSE_HEADERS + self._result_headers(ctx, None)
-        ex.started = True
         task = asyncio.current_task()
         assert task is not None
+        # From here on a client that goes away cancels the work, also while waiting for the first token.
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, task, ex))
+        stream: ChatStream | None = None
         try:
+            stream = await self.gateway.stream(req, ctx)
+            encoder = make_encoder(stream.deployment.model)
+            headers = _SSE_HEADERS + self._result_headers(ctx, None)
+            ex.started = True
             await send({"type": "http.response.start", "status": 200, "headers": ex.with_id(headers)})
             await self._pump(send, stream, encoder)
         except asyncio.CancelledError:
@@ -220,7 +222,8 @@ class SwitchboardApp:
             task.uncancel()
         finally:
             watcher.cancel()
-            await stream.aclose()
+            if stream is not None:
+                await stream.aclose()
 
     @staticmethod
     async def _pump(send: Send, stream: ChatStream, encoder: _Encoder) -> None:

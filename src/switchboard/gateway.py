@@ -11,6 +11,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -94,11 +95,14 @@ class Gateway:
                  rng: random.Random | None = None) -> None:
         self.config = config
         self._own_http = http is None
-        self._http = http or HttpClient()
+        self._http = http or HttpClient(
+            max_connections_per_host=max((pc.max_connections for pc in config.providers.values()), default=256))
         self._providers: dict[str, Provider] = {
             name: create_provider(pc, self._http) for name, pc in config.providers.items()
         }
         self._forwarding = {name: _Forwarding(pc) for name, pc in config.providers.items()}
+        if any(pc.base_url.startswith("https://") for pc in config.providers.values()):
+            self._http.prepare_tls()  # disk reads belong to start-up, not to the first request
         self._names: dict[str, tuple[str, ModelConfig]] = {}
         for name, model in config.models.items():
             self._names[name] = (name, model)
@@ -207,6 +211,11 @@ class Gateway:
             started = await self._executor.stream(plan, request, ctx)
         except SwitchboardError as exc:
             self._fail(rec, exc)
+            self._submit(ctx)
+            raise
+        except asyncio.CancelledError:  # the caller went away before the first token
+            rec.status = 499
+            rec.error_type = "ClientDisconnected"
             self._submit(ctx)
             raise
         rec.ttft_ms = (time.perf_counter() - ctx.started) * 1000

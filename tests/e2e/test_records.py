@@ -89,3 +89,17 @@ def test_client_disconnect_cancels_the_upstream(gateway: GatewayThread, sim: Sim
     sim.wait_until(lambda st: st.cancelled_by_client > before)
     rec = record_of(gateway, rid)
     assert rec.status == 499 and rec.partial and rec.error_type == "ClientDisconnected"
+
+
+def test_client_leaving_before_the_first_token_cancels_the_upstream(gateway: GatewayThread, sim: SimThread,
+                                                                    fleet: Fleet) -> None:
+    before = sim.stats().cancelled_by_client
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=0.5)
+    with pytest.raises(openai.APITimeoutError):  # the client gives up while the model is still "thinking"
+        client.chat.completions.create(model=model_for(fleet, "anthropic"), stream=True,
+                                       messages=[{"role": "user", "content": "x"}],
+                                       extra_headers={"x-sim-ttft-ms": "60000", "x-request-id": "leaving-early"})
+    client.close()
+    sim.wait_until(lambda st: st.cancelled_by_client > before)
+    rec = record_of(gateway, "leaving-early")
+    assert rec.status == 499 and rec.error_type == "ClientDisconnected"

@@ -107,7 +107,6 @@ class ServerConfig(_Frozen):
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    request_timeout: float = Field(600.0, gt=0)
     drain_timeout: float = Field(30.0, ge=0)
 
 

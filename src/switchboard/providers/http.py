@@ -168,6 +168,13 @@ class HttpClient:
         ``timeout``). Leaving the block early closes the connection."""
         return _StreamContext(self, method, url, headers, body, timeout, connect_timeout)
 
+    def prepare_tls(self) -> ssl.SSLContext:
+        """The TLS context for https upstreams, created on first use. Creating it reads the system's CA
+        certificates from disk, so the gateway calls this at start-up rather than on a request."""
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
     async def aclose(self) -> None:
         """Close every pooled connection."""
         self._closed = True
@@ -218,9 +225,7 @@ class HttpClient:
         scheme, host, port = target.key
         context: ssl.SSLContext | None = None
         if scheme == "https":
-            if self._ssl_context is None:
-                self._ssl_context = ssl.create_default_context()
-            context = self._ssl_context
+            context = self.prepare_tls()
         pool = _Pool(asyncio.get_running_loop(), host, port, context, self._max_connections,
                      self._idle_timeout)
         self._pools[target.key] = pool
