@@ -32,6 +32,7 @@ from switchboard.gateway import ChatStream, Gateway, RequestContext, new_request
 from switchboard.ingress import anthropic_wire, openai_wire
 from switchboard.schemas.canonical import ChatRequest
 from switchboard.storage.records import RecordSink
+from switchboard.telemetry.record import RequestRecord
 
 __all__ = ["SwitchboardApp", "create_app"]
 
@@ -132,6 +133,7 @@ class SwitchboardApp:
             await handler(scope, receive, send, ex)
         except SwitchboardError as exc:
             await self._send_error(send, ex, exc)
+            self._record_rejection(ex, path, exc)
         except _ClientGone:
             return
         except Exception:
@@ -170,6 +172,7 @@ class SwitchboardApp:
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         body = await self._json_body(scope, receive, ex)
         req = openai_wire.parse_embedding_request(body)
+        ex.recorded = True
         ctx = RequestContext.create(endpoint="embeddings", dialect=ex.dialect, request_id=ex.request_id,
                                     client_headers=ex.headers, caller=req.user)
         resp = await self.gateway.embed(req, ctx)
@@ -242,7 +245,19 @@ class SwitchboardApp:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _record_rejection(self, ex: _Exchange, path: str, exc: SwitchboardError) -> None:
+        """Requests refused before they reached the gateway (bad JSON, invalid fields, oversized body)
+        still leave a record, so that bad input shows in ``switchboard logs`` and the error rates."""
+        endpoint = _API_ENDPOINTS.get(path)
+        if ex.recorded or endpoint is None or self.records is None:
+            return
+        self.records.submit(RequestRecord(
+            request_id=ex.request_id, started_at=time.time(), endpoint=endpoint, dialect=ex.dialect,
+            status=exc.status, error_type=type(exc).__name__, error_message=exc.message[:500],
+        ))
+
     def _context(self, ex: _Exchange, endpoint: str, req: ChatRequest) -> RequestContext:
+        ex.recorded = True
         ctx = RequestContext.create(endpoint=endpoint, dialect=ex.dialect, request_id=ex.request_id,
                                     client_headers=ex.headers, caller=req.user)
         if req.metadata:
@@ -327,7 +342,7 @@ class _MethodNotAllowed(InvalidRequest):
 class _Exchange:
     """Per-request state the app needs: id, headers, dialect, and whether a response started."""
 
-    __slots__ = ("client_gone", "dialect", "headers", "request_id", "started")
+    __slots__ = ("client_gone", "dialect", "headers", "recorded", "request_id", "started")
 
     def __init__(self, request_id: str, headers: dict[str, str], dialect: str) -> None:
         self.request_id = request_id
@@ -335,6 +350,7 @@ class _Exchange:
         self.dialect = dialect
         self.started = False
         self.client_gone = False
+        self.recorded = False  # the gateway keeps this request's record
 
     def with_id(self, headers: Headers) -> Headers:
         headers.append((b"x-request-id", self.request_id.encode()))
@@ -352,6 +368,8 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _
 
 
 _STARTED = int(time.time())
+_API_ENDPOINTS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/v1/messages": "messages",
+                  "/v1/embeddings": "embeddings", "/embeddings": "embeddings"}
 
 
 def _anthropic_models(names: list[str]) -> dict[str, Any]:

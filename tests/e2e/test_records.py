@@ -103,3 +103,12 @@ def test_client_leaving_before_the_first_token_cancels_the_upstream(gateway: Gat
     sim.wait_until(lambda st: st.cancelled_by_client > before)
     rec = record_of(gateway, "leaving-early")
     assert rec.status == 499 and rec.error_type == "ClientDisconnected"
+
+
+def test_rejected_input_is_recorded_too(gateway: GatewayThread) -> None:
+    from tests.e2e.test_errors import post
+
+    status, _, _ = post(gateway, "/v1/messages", b'{"model": 1}', {"x-request-id": "bad-input-1"})
+    assert status == 400
+    rec = record_of(gateway, "bad-input-1")
+    assert (rec.status, rec.endpoint, rec.dialect, rec.error_type) == (400, "messages", "anthropic", "InvalidRequest")
