@@ -449,12 +449,7 @@ class StreamTranslator:
         """The canonical events for one SSE event; raises the mapped error for an ``error`` event."""
         if not data.strip():
             return []
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{_PROVIDER} sent a stream event that is not JSON") from None
-        if not isinstance(payload, dict):
-            raise UpstreamProtocolError(f"{_PROVIDER} sent a stream event that is not a JSON object")
+        payload = self._link.decode_frame(event, data, provider=_PROVIDER)
         kind = payload.get("type") or event
         if kind == "error":
             raise self._link.inband_error(payload, {}, provider=_PROVIDER)

@@ -203,6 +203,22 @@ class Exchange:
             info = ErrorBody(message=body[:300].decode("utf-8", "replace").strip())
         return self._error(status, info, headers, provider)
 
+    def decode_frame(self, event: str | None, data: str, *, provider: str) -> dict[str, Any]:
+        """One SSE payload as a JSON object. A payload that is not JSON is the upstream's in-band error
+        when the event is named ``error``, a protocol error otherwise; a frame wrapped in a one-element
+        array is unwrapped."""
+        try:
+            frame = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            if event == "error":
+                raise self.inband_error({"error": {"message": data}}, {}, provider=provider) from None
+            raise UpstreamProtocolError(f"{provider} sent a malformed stream frame") from None
+        if isinstance(frame, list) and len(frame) == 1:
+            frame = frame[0]
+        if not isinstance(frame, dict):
+            raise UpstreamProtocolError(f"{provider} sent a stream frame that is not an object")
+        return frame
+
     def inband_error(self, data: Any, headers: Mapping[str, str], *, provider: str) -> SwitchboardError:
         """The error for an error object that arrived inside a 2xx answer (a stream's error frame)."""
         info = parse_error_body(data)

@@ -447,15 +447,7 @@ class StreamTranslator:
             return self._close(at_done=True)
         if not data:
             return []
-        try:
-            frame = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            if event == "error":
-                raise self._link.inband_error({"error": {"message": data}}, {},
-                                              provider=self._provider) from None
-            raise UpstreamProtocolError(f"{self._provider} sent a malformed stream frame") from None
-        if not isinstance(frame, dict):
-            raise UpstreamProtocolError(f"{self._provider} sent a stream frame that is not an object")
+        frame = self._link.decode_frame(event, data, provider=self._provider)
         if event == "error" or frame.get("error") or frame.get("object") == "error":
             raise self._link.inband_error(frame, {}, provider=self._provider)
         try:
