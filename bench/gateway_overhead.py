@@ -70,6 +70,7 @@ class Options:
     awake: bool = False
     one_cpu: bool = False
     relay: bool = False
+    passthrough: bool = False
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -96,6 +97,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--no-records", action="store_true", help="run Switchboard with request recording off")
     p.add_argument("--relay", action="store_true",
                    help="also measure a do-nothing TCP relay in the gateway's place: the floor of one more hop")
+    p.add_argument("--passthrough", action="store_true",
+                   help="also measure uvicorn + Switchboard's upstream client forwarding bytes unchanged")
     p.add_argument("--one-cpu", action="store_true",
                    help="diagnostic: pin every process to one CPU (meaningful at concurrency 1, where nothing runs "
                         "at once): no process then waits on another CPU being woken from idle")
@@ -108,7 +111,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     opts = Options(skip_litellm=a.skip_litellm, modes=(a.only,) if a.only else MODES,
                    concurrency=a.concurrency, delays_ms=a.delays, out_dir=a.out_dir, keep_logs=a.keep_logs,
                    records=not a.no_records, awake=a.awake, one_cpu=a.one_cpu,
-                   relay=a.relay)
+                   relay=a.relay, passthrough=a.passthrough)
     if a.quick:
         opts = replace(opts, quick=True, requests=200, duration_s=0.4, warmup=5, warmup_max_s=2.0,
                        timeout_s=10.0)
@@ -194,6 +197,17 @@ def start_relay(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[in
     took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
                              headers=headers)
     return Target("relay", port, headers, proc, took, notes=["copies bytes, nothing else"])
+
+
+def start_passthrough(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
+    """uvicorn + Switchboard's upstream client forwarding bytes unchanged: the server stack's share."""
+    port = free_port()
+    proc = ServerProcess("passthrough", [sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port),
+                                         "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
+    headers = {"authorization": f"Bearer {SIM_KEY}", "content-type": "application/json"}
+    took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
+                             headers=headers)
+    return Target("passthrough", port, headers, proc, took, notes=["forwards bytes through uvicorn"])
 
 
 def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],
@@ -430,6 +444,10 @@ def run(opts: Options) -> int:
                 relay = start_relay(run_dir, plan, direct.port, opts.delays_ms)
                 stack.callback(relay.process.stop)
                 targets.append(relay)
+            if opts.passthrough:
+                pt = start_passthrough(run_dir, plan, direct.port, opts.delays_ms)
+                stack.callback(pt.process.stop)
+                targets.append(pt)
             sb = start_switchboard(run_dir, plan, direct.port, opts.delays_ms, opts.records)
             stack.callback(sb.process.stop)
             targets.append(sb)

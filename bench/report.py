@@ -22,7 +22,8 @@ __all__ = ["Check", "add_deltas", "checks_json", "markdown", "target_checks"]
 
 Cell = dict[str, Any]
 
-TARGET_LABELS = {"direct": "direct (sim)", "relay": "byte relay (floor)", "switchboard": "Switchboard",
+TARGET_LABELS = {"direct": "direct (sim)", "relay": "byte relay (floor)", "passthrough": "uvicorn pass-through",
+                 "switchboard": "Switchboard",
                  "litellm": "LiteLLM"}
 
 
