@@ -9,9 +9,10 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import uvicorn
+import uvloop
 
 from switchboard.app import SwitchboardApp
+from switchboard.server import serve
 from switchboard.sim.fleet import Fleet
 from switchboard.sim.server import SimServer
 
@@ -62,39 +63,36 @@ class SimThread:
         self._lt.stop()
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self._ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self._ready.set()
-
-
 class GatewayThread:
-    """The gateway's ASGI app served by uvicorn (httptools) on an ephemeral 127.0.0.1 port."""
+    """The gateway's ASGI app served by Switchboard's own HTTP server on an ephemeral 127.0.0.1 port."""
 
     def __init__(self, app: SwitchboardApp) -> None:
         self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(512)
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        ready = threading.Event()
-        config = uvicorn.Config(app, lifespan="on", http="httptools", access_log=False, log_level="warning",
-                                timeout_graceful_shutdown=5)
-        self.server = _Server(config, ready)
+        self._ready = threading.Event()
+        self._loop = uvloop.new_event_loop()
+        self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._serve, name="gateway", daemon=True)
         self._thread.start()
-        if not ready.wait(30):
+        if not self._ready.wait(30):
             raise RuntimeError("gateway did not start")
 
     def _serve(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self._sock]))
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            await serve(self.app, sock=self._sock, max_body=self.app.config.server.max_body_bytes,
+                        drain_timeout=5, on_ready=self._ready.set, stop=self._stop)
+
+        self._loop.run_until_complete(main())
+        self._loop.close()
 
     def close(self) -> None:
-        self.server.should_exit = True
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
         self._sock.close()

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
+import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping
@@ -24,12 +28,8 @@ from switchboard import __version__
 from switchboard.config.load import ConfigError, config_from_environment, load_config, parse_config
 from switchboard.config.model import Config
 
-__all__ = ["ResolvedConfig", "add_parser", "resolve_config", "run", "worker_app"]
+__all__ = ["ResolvedConfig", "add_parser", "banner", "resolve_config", "run"]
 
-# How the parent process tells worker processes where their configuration comes from.
-_SOURCE_VAR = "SWITCHBOARD_CONFIG_SOURCE"
-_HOST_VAR = "SWITCHBOARD_HOST"
-_PORT_VAR = "SWITCHBOARD_PORT"
 
 
 def add_parser(sub: Any) -> None:
@@ -87,9 +87,6 @@ class _SimThread:
 
 def resolve_config(path: str | None, env: Mapping[str, str], *, start_sim: bool = True) -> ResolvedConfig:
     """Find the configuration: explicit file, ./switchboard.yaml, environment keys, or the sim fleet."""
-    source = env.get(_SOURCE_VAR)
-    if source and path is None:
-        return _from_source(source, env)
     if path is not None:
         return ResolvedConfig(load_config(path, env=env), f"file:{Path(path).resolve()}")
     if Path("switchboard.yaml").is_file():
@@ -108,17 +105,6 @@ def _sim_config(url: str, env: Mapping[str, str]) -> Config:
     from switchboard.sim.fleet import DEFAULT_FLEET, gateway_config_for_fleet
 
     return parse_config(gateway_config_for_fleet(DEFAULT_FLEET, url), env=env, source="simulated fleet")
-
-
-def _from_source(source: str, env: Mapping[str, str]) -> ResolvedConfig:
-    if source.startswith("file:"):
-        return ResolvedConfig(load_config(source[5:], env=env), source)
-    if source.startswith("sim:"):
-        return ResolvedConfig(_sim_config(source[4:], env), source)
-    cfg = config_from_environment(env)
-    if cfg is None:
-        raise ConfigError([("(environment)", "provider keys disappeared")], "environment")
-    return ResolvedConfig(cfg, source)
 
 
 def _with_overrides(cfg: Config, host: str | None, port: int | None, workers: int | None) -> Config:
@@ -169,8 +155,7 @@ def banner(resolved: ResolvedConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         resolved = resolve_config(args.config, os.environ)
     except ConfigError as exc:
@@ -178,32 +163,66 @@ def run(args: argparse.Namespace) -> int:
         return 1
     cfg = _with_overrides(resolved.config, args.host, args.port, args.workers)
     resolved.config = cfg
+    try:
+        sock = _listen(cfg.server.host, cfg.server.port)
+    except OSError as exc:
+        print(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}", file=sys.stderr)
+        return 1
     print(banner(resolved), file=sys.stderr, flush=True)
-    common: dict[str, Any] = {
-        "host": cfg.server.host, "port": cfg.server.port, "loop": "uvloop", "http": "httptools",
-        "lifespan": "on", "access_log": False, "log_level": args.log_level, "server_header": False,
-        "proxy_headers": False,
-        "timeout_graceful_shutdown": cfg.server.drain_timeout,
-    }
-    if cfg.server.workers > 1:
-        if resolved.sim is not None:
-            print("note: with several workers the simulated fleet runs in the parent process", file=sys.stderr)
-        os.environ[_SOURCE_VAR] = resolved.source
-        os.environ[_HOST_VAR] = cfg.server.host
-        os.environ[_PORT_VAR] = str(cfg.server.port)
-        uvicorn.run("switchboard.cli.serve:worker_app", factory=True, workers=cfg.server.workers, **common)
-        return 0
-    from switchboard.app import create_app
+    if cfg.server.workers == 1:
+        return _worker(cfg, sock)
+    # Pre-fork: every worker accepts on the same listening socket; the parent only supervises.
+    children: list[int] = []
+    for _ in range(cfg.server.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _worker(cfg, sock)
+            finally:
+                os._exit(code)
+        children.append(pid)
 
-    uvicorn.run(create_app(cfg), **common)
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+    return worst
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _worker(cfg: Config, sock: socket.socket) -> int:
+    """Serve until SIGTERM/SIGINT in this process: the app, its lifespan, graceful drain."""
+    from switchboard.app import create_app
+    from switchboard.server import serve
+
+    app = create_app(cfg)
+
+    def ready() -> None:
+        print(f"Switchboard worker {os.getpid()} ready", file=sys.stderr, flush=True)
+
+    coro = serve(app, sock=sock, max_body=cfg.server.max_body_bytes, drain_timeout=cfg.server.drain_timeout,
+                 on_ready=ready)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
     return 0
-
-
-def worker_app() -> Any:
-    """The app factory a worker process calls (configuration handed over by the parent)."""
-    from switchboard.app import create_app
-
-    env = os.environ
-    resolved = resolve_config(None, env, start_sim=False)
-    cfg = _with_overrides(resolved.config, env.get(_HOST_VAR), int(env.get(_PORT_VAR, "8080")), None)
-    return create_app(cfg)
