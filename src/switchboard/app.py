@@ -5,7 +5,7 @@ dialect. Every response — errors and streams included — carries ``x-request-
 
 Usage::
 
-    app = create_app(config)            # then: uvicorn.run(app, ...)
+    app = create_app(config)            # then: switchboard.server.serve(app, sock=..., ...)
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ class _Exchange:
 
 
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _Exchange) -> None:
-    """Cancel ``task`` when the client disconnects (uvicorn reports it through ``receive``)."""
+    """Cancel ``task`` when the client disconnects (the server reports it through ``receive``)."""
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":

@@ -1,4 +1,4 @@
-"""Fixtures that start the simulated fleet and a real gateway (uvicorn on an ephemeral port)."""
+"""Fixtures that start the simulated fleet and a real gateway (its HTTP server on an ephemeral port)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real servers on real sockets for end-to-end tests: the simulated fleet and the gateway under uvicorn,
+"""Real servers on real sockets for end-to-end tests: the simulated fleet and the gateway on its own HTTP server,
 each on its own thread and event loop, so the official SDKs talk to them exactly as users do."""
 
 from __future__ import annotations
