@@ -218,7 +218,7 @@ class SwitchboardApp:
             headers = _SSE_HEADERS + self._result_headers(ctx, None)
             ex.started = True
             await send({"type": "http.response.start", "status": 200, "headers": ex.with_id(headers)})
-            await self._pump(send, stream, encoder)
+            await self._pump(send, stream, encoder, ex)
         except asyncio.CancelledError:
             if not ex.client_gone:
                 raise
@@ -229,7 +229,7 @@ class SwitchboardApp:
                 await stream.aclose()
 
     @staticmethod
-    async def _pump(send: Send, stream: ChatStream, encoder: _Encoder) -> None:
+    async def _pump(send: Send, stream: ChatStream, encoder: _Encoder, ex: _Exchange) -> None:
         # What arrived from the upstream in one read leaves in one write.
         encode = encoder.encode
         try:
@@ -239,8 +239,10 @@ class SwitchboardApp:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except SwitchboardError as exc:
             log.warning("stream for %s failed after content was sent: %s", stream.ctx.request_id, exc.message)
+            ex.finished = True
             await send({"type": "http.response.body", "body": encoder.error(exc), "more_body": False})
             return
+        ex.finished = True  # from here a "disconnect" from the server only means the response is complete
         await send({"type": "http.response.body", "body": encoder.done(), "more_body": False})
 
     # -- helpers -----------------------------------------------------------------------------
@@ -342,7 +344,7 @@ class _MethodNotAllowed(InvalidRequest):
 class _Exchange:
     """Per-request state the app needs: id, headers, dialect, and whether a response started."""
 
-    __slots__ = ("client_gone", "dialect", "headers", "recorded", "request_id", "started")
+    __slots__ = ("client_gone", "dialect", "finished", "headers", "recorded", "request_id", "started")
 
     def __init__(self, request_id: str, headers: dict[str, str], dialect: str) -> None:
         self.request_id = request_id
@@ -351,6 +353,7 @@ class _Exchange:
         self.started = False
         self.client_gone = False
         self.recorded = False  # the gateway keeps this request's record
+        self.finished = False  # the last byte of the response is on its way
 
     def with_id(self, headers: Headers) -> Headers:
         headers.append((b"x-request-id", self.request_id.encode()))
@@ -362,8 +365,9 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            ex.client_gone = True
-            task.cancel()
+            if not ex.finished:
+                ex.client_gone = True
+                task.cancel()
             return
 
 
