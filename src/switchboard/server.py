@@ -189,9 +189,11 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._reject(400, b"upgrades are not supported")
         except httptools.HttpParserError:
-            self._reject(400, b"malformed HTTP request")
-        except _HeadersTooLarge:
-            self._reject(431, b"request headers too large")
+            # httptools wraps exceptions raised in callbacks, so the header limit shows up here too.
+            if self._header_bytes > _MAX_HEADER_BYTES:
+                self._reject(431, b"request headers too large")
+            else:
+                self._reject(400, b"malformed HTTP request")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

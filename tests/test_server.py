@@ -1,0 +1,158 @@
+"""Switchboard's HTTP/1.1 server on a real socket, spoken to in raw bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from switchboard.server import serve
+
+Scope = dict[str, Any]
+
+
+async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
+    """Answers with the method, path and body; ``/stream`` answers in three chunks; ``/boom`` fails."""
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            await send({"type": msg["type"] + ".complete"})
+            if msg["type"] == "lifespan.shutdown":
+                return
+    msg = await receive()
+    if scope["path"] == "/boom":
+        raise RuntimeError("boom")
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for part in (b"one ", b"two ", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    body = b"%s %s %d" % (scope["method"].encode(), scope["path"].encode(), len(msg["body"]))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Running:
+    def __init__(self, port: int, stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+        self.port, self.stop, self.task = port, stop, task
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Running]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.setblocking(False)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(echo_app, sock=sock, max_body=1000, drain_timeout=5, keep_alive=5,
+                                     on_ready=ready.set, stop=stop))
+    await ready.wait()
+    yield Running(sock.getsockname()[1], stop, task)
+    stop.set()
+    await task
+    sock.close()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = dict(line.split(b": ", 1) for line in lines[1:] if b": " in line)
+    if b"content-length" in headers:
+        return lines[0], await reader.readexactly(int(headers[b"content-length"]))
+    body = b""
+    while True:  # chunked
+        size = int((await reader.readline()).strip(), 16)
+        chunk = await reader.readexactly(size + 2)
+        if size == 0:
+            return lines[0], body
+        body += chunk[:-2]
+
+
+async def test_keep_alive_and_pipelining_answer_in_order(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
+                 b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n"
+                 b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"POST /a 3")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"GET /b 0")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"POST /c 2")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_streamed_body_is_chunked(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"one two three")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_malformed_request_gets_400_and_close(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    status, _ = await read_response(reader)
+    assert status.startswith(b"HTTP/1.1 400")
+    assert await reader.read() == b""  # closed
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_oversized_headers_get_431(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n")
+    status, _ = await read_response(reader)
+    assert status.startswith(b"HTTP/1.1 431")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_oversized_body_reaches_the_app_capped_then_the_connection_closes(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n" + b"x" * 5000)
+    status, body = await read_response(reader)
+    assert status == b"HTTP/1.1 200 OK" and body == b"POST /big 1001"  # the app sees more than the limit
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_app_failure_is_a_500(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"GET /boom HTTP/1.1\r\nhost: x\r\n\r\n")
+    status, body = await read_response(reader)
+    assert status.startswith(b"HTTP/1.1 500") and body == b"Internal Server Error"
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_expect_continue(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"POST /e HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"ok")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"POST /e 2")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_stop_closes_idle_connections_and_refuses_new_ones(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+    await read_response(reader)
+    server.stop.set()
+    await server.task
+    assert await reader.read() == b""  # the idle keep-alive connection was closed
+    with pytest.raises(ConnectionRefusedError):
+        await server.connect()
+    writer.close()
+    await writer.wait_closed()
