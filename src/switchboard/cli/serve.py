@@ -85,7 +85,7 @@ class _SimThread:
             self._ready.set()
 
 
-def resolve_config(path: str | None, env: Mapping[str, str], *, start_sim: bool = True) -> ResolvedConfig:
+def resolve_config(path: str | None, env: Mapping[str, str]) -> ResolvedConfig:
     """Find the configuration: explicit file, ./switchboard.yaml, environment keys, or the sim fleet."""
     if path is not None:
         return ResolvedConfig(load_config(path, env=env), f"file:{Path(path).resolve()}")
@@ -94,8 +94,6 @@ def resolve_config(path: str | None, env: Mapping[str, str], *, start_sim: bool 
     cfg = config_from_environment(env)
     if cfg is not None:
         return ResolvedConfig(cfg, "env")
-    if not start_sim:
-        raise ConfigError([("(root)", "no configuration found")], "configuration")
     sim = _SimThread()
     url = sim.start()
     return ResolvedConfig(_sim_config(url, env), f"sim:{url}", sim)

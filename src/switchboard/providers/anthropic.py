@@ -100,9 +100,7 @@ class AnthropicProvider:
 
     def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
         self.config = config
-        key = config.api_key.get_secret_value() if config.api_key is not None else None
-        auth = {"x-api-key": key} if key else {}
-        self._link = Exchange(config, http, auth=auth, secret=key,
+        self._link = Exchange(config, http, auth_header="x-api-key",
                               api_headers={"anthropic-version": ANTHROPIC_VERSION})
         self._url = f"{config.base_url}/v1/messages"
 

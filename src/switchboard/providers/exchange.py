@@ -8,7 +8,7 @@ translation.
 
 Usage::
 
-    link = Exchange(config, http, auth={"authorization": f"Bearer {key}"}, secret=key)
+    link = Exchange(config, http, auth_header="authorization", auth_scheme="Bearer ")
     data = await link.post_json(url, payload, options, provider="openai")
 """
 
@@ -128,11 +128,12 @@ class Exchange:
 
     __slots__ = ("_auth", "_base_headers", "_config", "_http", "_secret")
 
-    def __init__(self, config: ProviderConfig, http: HttpClient, *, auth: Mapping[str, str],
-                 secret: str | None, api_headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: ProviderConfig, http: HttpClient, *, auth_header: str, auth_scheme: str = "",
+                 api_headers: Mapping[str, str] | None = None) -> None:
         self._config = config
         self._http = http
-        self._auth = dict(auth)
+        secret = config.api_key.get_secret_value() if config.api_key is not None else None
+        self._auth = {auth_header: f"{auth_scheme}{secret}"} if secret else {}
         self._secret = secret
         base = {"content-type": "application/json", "accept": "application/json"}
         base.update(api_headers or {})

@@ -112,9 +112,7 @@ class GeminiProvider:
 
     def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
         self.config = config
-        key = config.api_key.get_secret_value() if config.api_key is not None else None
-        auth = {"x-goog-api-key": key} if key else {}
-        self._link = Exchange(config, http, auth=auth, secret=key)
+        self._link = Exchange(config, http, auth_header="x-goog-api-key")
         self._base = config.base_url
 
     async def chat(

@@ -92,9 +92,7 @@ class OpenAIProvider:
 
     def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
         self.config = config
-        key = config.api_key.get_secret_value() if config.api_key is not None else None
-        auth = {"authorization": f"Bearer {key}"} if key else {}
-        self._link = Exchange(config, http, auth=auth, secret=key)
+        self._link = Exchange(config, http, auth_header="authorization", auth_scheme="Bearer ")
         self._chat_url = f"{config.base_url}/chat/completions"
         self._embed_url = f"{config.base_url}/embeddings"
         self._official = urlsplit(config.base_url).hostname == _OFFICIAL_HOST
