@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -34,7 +33,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import litellm_env
@@ -42,7 +40,7 @@ import procstats
 import report
 from loadgen import CellSpec
 from loadgen_client import LoadGenError, LoadGenProcess
-from servers import ServerProcess, StartupError, free_port
+from servers import ServerProcess, StartupError, free_port, python_entry, terminate_on_signals
 
 BENCH_DIR = Path(__file__).resolve().parent
 CHUNKS = 20
@@ -164,11 +162,6 @@ def _model(delay_ms: int) -> str:
     return f"bench-{delay_ms}ms"
 
 
-def _python_entry(module: str, args: Sequence[str]) -> list[str]:
-    code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
-    return [sys.executable, "-c", code, *args]
-
-
 def _probe_body(delay_ms: int) -> bytes:
     return json.dumps({"model": _model(delay_ms), "max_tokens": 1,
                        "messages": [{"role": "user", "content": "ping"}]}).encode()
@@ -181,7 +174,7 @@ def start_sim(run_dir: Path, plan: CpuPlan, delays: Sequence[int]) -> tuple[Serv
         for d in delays
     ]}, indent=2))
     port = free_port()
-    sim = ServerProcess("sim", _python_entry("switchboard.sim.server", [
+    sim = ServerProcess("sim", python_entry("switchboard.sim.server", [
         "--host", "127.0.0.1", "--port", str(port), "--fleet", str(fleet)]), run_dir, cpus=plan.sim)
     took = sim.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
                             headers={"authorization": f"Bearer {SIM_KEY}"})
@@ -222,7 +215,7 @@ def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Seque
     }, indent=2))
     port = free_port()
     script = Path(sys.executable).with_name("switchboard")
-    prefix = [str(script)] if script.exists() else _python_entry("switchboard.cli.main", [])
+    prefix = [str(script)] if script.exists() else python_entry("switchboard.cli.main", [])
     proc = ServerProcess("switchboard", [*prefix, "serve", "--config", str(cfg), "--host", "127.0.0.1",
                                          "--port", str(port)], run_dir, cpus=plan.gateway)
     took = proc.wait_http_ok(port, "/health/ready", timeout_s=60)
@@ -297,21 +290,6 @@ def _progress(i: int, n: int, cell: dict[str, Any]) -> str:
             f"cpu {srv['cpu_ms_per_request']:.3f} ms/req{err}")
 
 
-@contextlib.contextmanager
-def _terminate_on_signals() -> Iterator[None]:
-    """SIGTERM/SIGHUP end the run like Ctrl-C does, so every ``finally`` stops its processes."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _count_records(db: Path) -> int | None:
     """Rows in the records database (best effort: the schema belongs to the storage module)."""
     if not db.exists():
@@ -328,7 +306,8 @@ def _count_records(db: Path) -> int | None:
         return None
 
 
-def _git_revision() -> str:
+def git_revision() -> str:
+    """The short commit the benchmark runs at (``unknown`` outside git)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True,
                              text=True, timeout=10, check=True)
@@ -374,7 +353,7 @@ def _meta(opts: Options, plan: CpuPlan, targets: list[Target], litellm_version: 
                              for t in targets),
         "idle CPU before the first cell": ", ".join(f"{report.TARGET_LABELS[t.name]} {t.idle_cpu_pct:.1f} %"
                                                     for t in targets if t.idle_cpu_pct is not None),
-        "versions": f"switchboard {sb_version} @ {_git_revision()}, Python {platform.python_version()}"
+        "versions": f"switchboard {sb_version} @ {git_revision()}, Python {platform.python_version()}"
                     + (f", litellm[proxy] {litellm_version}" if litellm_version else ""),
         "Switchboard logging": logging.get("switchboard", "—"),
         "LiteLLM logging": logging.get("litellm", "not measured") if litellm_version else "not measured",
@@ -483,7 +462,7 @@ def run(opts: Options) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    with _terminate_on_signals():
+    with terminate_on_signals():
         try:
             return run(opts)
         except LoadGenError as exc:

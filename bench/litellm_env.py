@@ -26,14 +26,16 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEFAULT_LOGGING",
@@ -43,6 +45,7 @@ __all__ = [
     "default_venv_dir",
     "ensure_installed",
     "write_config",
+    "write_router_config",
 ]
 
 LITELLM_VERSION = "1.106.2"
@@ -136,3 +139,19 @@ def write_config(path: Path, upstream_base_url: str, models: Iterable[str], api_
             f"      api_key: {api_key}",
         ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def write_router_config(path: Path, groups: Mapping[str, Iterable[str]], upstream_base_url: str, api_key: str,
+                        router_settings: Mapping[str, Any]) -> None:
+    """A proxy config with model groups (public name → upstream models of one OpenAI-compatible
+    upstream, one deployment each, ``model_info.id`` = ``group/model``) and the given ``router_settings``."""
+    doc = {
+        "model_list": [
+            {"model_name": group,
+             "litellm_params": {"model": f"openai/{m}", "api_base": upstream_base_url, "api_key": api_key},
+             "model_info": {"id": f"{group}/{m}"}}
+            for group, models in groups.items() for m in models
+        ],
+        "router_settings": dict(router_settings),
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")  # JSON is YAML

@@ -33,7 +33,7 @@ __all__ = ["CellSpec", "main", "run_cell"]
 
 @dataclass(frozen=True, slots=True)
 class CellSpec:
-    """One measurement: where to send, what to send, how hard and for how long."""
+    """One measurement: where to send, what to send, how hard and for how long (``warmup=0``: none)."""
 
     port: int
     model: str
@@ -278,7 +278,8 @@ async def _run_phase(spec: CellSpec, raw: bytes, pool: list[_Connection | None],
                 tally.reconnects += 1
             ex = await conn.exchange(raw, spec.stream, spec.timeout_s)
             if ex.error is not None:
-                tally.errors[ex.error] += 1
+                # A stream that broke after content reached the client cannot be retried by any proxy.
+                tally.errors[f"{ex.error} (after content)" if ex.content_chunks else ex.error] += 1
             else:
                 tally.latencies_ns.append(ex.t_end - ex.t_send)
                 tally.ends_ns.append(ex.t_end)
@@ -314,6 +315,7 @@ def _summary_ms(values_ns: list[int]) -> dict[str, float] | None:
     ms = sorted(v / 1e6 for v in values_ns)
     return {
         "p50": _quantile(ms, 0.50), "p90": _quantile(ms, 0.90), "p99": _quantile(ms, 0.99),
+        "p99.9": _quantile(ms, 0.999),
         "mean": sum(ms) / len(ms), "min": ms[0], "max": ms[-1],
     }
 
@@ -346,7 +348,8 @@ async def run_cell(spec: CellSpec, between: Callable[[dict[str, Any]], Awaitable
     raw = request_bytes(spec)
     pool: list[_Connection | None] = [None] * spec.concurrency
     try:
-        warm = await _run_phase(spec, raw, pool, max(spec.warmup, spec.concurrency), spec.warmup_max_s)
+        warm = (await _run_phase(spec, raw, pool, max(spec.warmup, spec.concurrency), spec.warmup_max_s)
+                if spec.warmup > 0 else _Tally())
         if between is not None:
             await between({"attempted": warm.attempted, "errors": sum(warm.errors.values())})
         measured = await _run_phase(spec, raw, pool, spec.requests, spec.duration_s)

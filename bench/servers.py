@@ -19,14 +19,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
-__all__ = ["ServerProcess", "StartupError", "free_port", "preexec_for"]
+__all__ = ["ServerProcess", "StartupError", "free_port", "preexec_for", "python_entry", "terminate_on_signals"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -41,6 +42,27 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def python_entry(module: str, args: Sequence[str]) -> list[str]:
+    """The argv that runs ``module.main(args)`` with this interpreter (no console script needed)."""
+    code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, *args]
+
+
+@contextlib.contextmanager
+def terminate_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP end the run like Ctrl-C does, so every ``finally`` stops its processes."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def preexec_for(cpus: set[int] | None) -> Callable[[], None]:

@@ -156,3 +156,33 @@ async def test_stop_closes_idle_connections_and_refuses_new_ones(server: Running
         await server.connect()
     writer.close()
     await writer.wait_closed()
+
+
+async def test_stop_tells_the_app_before_refusing_connections() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.setblocking(False)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    told: list[bool] = []
+    port = sock.getsockname()[1]
+
+    async def refusing() -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return True
+        writer.close()
+        return False
+
+    def on_stop() -> None:
+        told.append(True)
+
+    task = asyncio.create_task(serve(echo_app, sock=sock, max_body=1000, drain_timeout=5, keep_alive=5,
+                                     on_ready=ready.set, on_stop=on_stop, stop=stop))
+    await ready.wait()
+    assert not told and not await refusing()
+    stop.set()
+    await task
+    sock.close()
+    assert told == [True]

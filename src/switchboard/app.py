@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -43,6 +43,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+T = TypeVar("T")
 
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS: Headers = [
@@ -85,6 +86,10 @@ class SwitchboardApp:
         }
         self._paths = {path for _, path in self._routes}
 
+    def start_draining(self) -> None:
+        """Shutdown has begun: readiness answers 503 from now on, so load balancers stop sending."""
+        self.draining = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
@@ -99,6 +104,7 @@ class SwitchboardApp:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
                 try:
+                    self.gateway.start()
                     if self.records is not None:
                         await asyncio.to_thread(self.records.start)
                 except Exception as exc:  # a broken record store must not hide behind a hang
@@ -154,7 +160,7 @@ class SwitchboardApp:
                 return openai_wire.OpenAIStreamEncoder(model, include_usage)
             await self._stream(send, receive, ex, ctx, req, encoder)
             return
-        resp = await self.gateway.chat(req, ctx)
+        resp = await self._until_disconnect(receive, ex, self.gateway.chat(req, ctx))
         payload = openai_wire.render_chat_response(resp, model=resp.model or ctx.record.upstream_model or req.model)
         await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, resp.id))
 
@@ -165,7 +171,7 @@ class SwitchboardApp:
         if req.stream:
             await self._stream(send, receive, ex, ctx, req, anthropic_wire.AnthropicStreamEncoder)
             return
-        resp = await self.gateway.chat(req, ctx)
+        resp = await self._until_disconnect(receive, ex, self.gateway.chat(req, ctx))
         payload = anthropic_wire.render_message_response(resp, model=resp.model or req.model)
         await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, resp.id))
 
@@ -174,8 +180,9 @@ class SwitchboardApp:
         req = openai_wire.parse_embedding_request(body)
         ex.recorded = True
         ctx = RequestContext.create(endpoint="embeddings", dialect=ex.dialect, request_id=ex.request_id,
-                                    client_headers=ex.headers, caller=req.user)
-        resp = await self.gateway.embed(req, ctx)
+                                    client_headers=ex.headers, caller=req.user, timeout=_client_timeout(ex))
+        ex.ctx = ctx
+        resp = await self._until_disconnect(receive, ex, self.gateway.embed(req, ctx))
         payload = openai_wire.render_embedding_response(resp, model=resp.model or req.model,
                                                         encoding_format=req.encoding_format)
         await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, None))
@@ -259,12 +266,30 @@ class SwitchboardApp:
         ))
 
     def _context(self, ex: _Exchange, endpoint: str, req: ChatRequest) -> RequestContext:
+        timeout = _client_timeout(ex)
         ex.recorded = True
         ctx = RequestContext.create(endpoint=endpoint, dialect=ex.dialect, request_id=ex.request_id,
-                                    client_headers=ex.headers, caller=req.user)
+                                    client_headers=ex.headers, caller=req.user, timeout=timeout)
         if req.metadata:
             ctx.record.metadata = dict(req.metadata)
+        ex.ctx = ctx
         return ctx
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive, ex: _Exchange, work: Awaitable[T]) -> T:
+        """Await ``work``, cancelling it if the client disconnects first (the upstream call with it)."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, task, ex))
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                raise
+            task.uncancel()
+            raise _ClientGone from None
+        finally:
+            watcher.cancel()
 
     async def _json_body(self, scope: Scope, receive: Receive, ex: _Exchange) -> Any:
         declared = ex.headers.get("content-length")
@@ -301,11 +326,16 @@ class SwitchboardApp:
     @staticmethod
     def _result_headers(ctx: RequestContext, upstream_id: str | None) -> Headers:
         rec = ctx.record
+        attempts = rec.attempts
         out: Headers = [
-            (b"x-switchboard-model", (rec.public_model or "").encode()),
-            (b"x-switchboard-deployment", (rec.deployment or "").encode()),
-            (b"x-switchboard-attempts", str(len(rec.attempts)).encode()),
+            (b"x-switchboard-model", (rec.public_model or "").encode("latin-1", "replace")),
+            (b"x-switchboard-deployment", (rec.deployment or "").encode("latin-1", "replace")),
+            (b"x-switchboard-attempts", str(len(attempts)).encode()),
         ]
+        if len(attempts) > 1 or (attempts and attempts[0].outcome != "ok"):
+            out.append((b"x-switchboard-attempt-log", _attempt_log(rec)))
+        if rec.unsatisfactory is not None:
+            out.append((b"x-switchboard-unsatisfactory", rec.unsatisfactory[:200].encode("latin-1", "replace")))
         if not rec.stream:
             out.append((b"x-switchboard-cost-usd", f"{rec.cost_usd:.8f}".encode()))
         if upstream_id:
@@ -326,6 +356,11 @@ class SwitchboardApp:
         render = anthropic_wire.render_error if ex.dialect == "anthropic" else openai_wire.render_error
         payload = render(exc)
         headers: Headers = []
+        if ex.ctx is not None and ex.ctx.record.attempts:
+            rec = ex.ctx.record
+            headers.append((b"x-switchboard-model", (rec.public_model or "").encode("latin-1", "replace")))
+            headers.append((b"x-switchboard-attempts", str(len(rec.attempts)).encode()))
+            headers.append((b"x-switchboard-attempt-log", _attempt_log(rec)))
         if not exc.retryable:
             headers.append((b"x-should-retry", b"false"))
         if exc.retry_after is not None:
@@ -344,12 +379,13 @@ class _MethodNotAllowed(InvalidRequest):
 class _Exchange:
     """Per-request state the app needs: id, headers, dialect, and whether a response started."""
 
-    __slots__ = ("client_gone", "dialect", "finished", "headers", "recorded", "request_id", "started")
+    __slots__ = ("client_gone", "ctx", "dialect", "finished", "headers", "recorded", "request_id", "started")
 
     def __init__(self, request_id: str, headers: dict[str, str], dialect: str) -> None:
         self.request_id = request_id
         self.headers = headers
         self.dialect = dialect
+        self.ctx: RequestContext | None = None
         self.started = False
         self.client_gone = False
         self.recorded = False  # the gateway keeps this request's record
@@ -369,6 +405,36 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _
                 ex.client_gone = True
                 task.cancel()
             return
+
+
+def _client_timeout(ex: _Exchange) -> float | None:
+    """The caller's deadline for the whole request, from ``x-switchboard-timeout`` (seconds)."""
+    raw = ex.headers.get("x-switchboard-timeout")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidRequest(f"The header x-switchboard-timeout must be a positive number of seconds, got {raw!r}.",
+                             param="x-switchboard-timeout")
+    return value
+
+
+def _attempt_log(rec: RequestRecord) -> bytes:
+    """``deployment;outcome[;reason][;model=…][;hedge]`` per attempt, in the order they started."""
+    parts = []
+    for a in rec.attempts:
+        item = f"{a.deployment};{a.outcome}"
+        if a.reason and a.outcome != "ok":
+            item += f";{a.reason}"
+        if a.model and a.model != rec.public_model:
+            item += f";model={a.model}"
+        if a.hedge:
+            item += ";hedge"
+        parts.append(item)
+    return ", ".join(parts).encode("latin-1", "replace")
 
 
 _STARTED = int(time.time())

@@ -10,7 +10,8 @@ dialect. Nothing else builds error JSON.
     SwitchboardError                    500 api_error               (base; never raised bare)
      ├── InvalidRequest                 400 invalid_request_error
      │    ├── UnsupportedParameter      400 invalid_request_error   code=unsupported_parameter
-     │    └── ContextLengthExceeded     400 invalid_request_error   code=context_length_exceeded
+     │    ├── ContextLengthExceeded     400 invalid_request_error   code=context_length_exceeded
+     │    └── ContentPolicyViolation    400 invalid_request_error   code=content_policy_violation
      ├── AuthenticationFailed           401 authentication_error
      ├── PermissionDenied               403 permission_error
      ├── NotFound                       404 not_found_error
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationFailed",
+    "ContentPolicyViolation",
     "ContextLengthExceeded",
     "InternalError",
     "InvalidRequest",
@@ -100,6 +102,12 @@ class ContextLengthExceeded(InvalidRequest):
     """The prompt does not fit the model's context window."""
 
     default_code = "context_length_exceeded"
+
+
+class ContentPolicyViolation(InvalidRequest):
+    """The upstream refused the request under its content policy."""
+
+    default_code = "content_policy_violation"
 
 
 class AuthenticationFailed(SwitchboardError):

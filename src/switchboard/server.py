@@ -413,10 +413,11 @@ class Lifespan:
 
 async def serve(app: ASGIApp, *, sock: socket.socket, max_body: int, drain_timeout: float,
                 keep_alive: float = 5.0, on_ready: Callable[[], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                on_stop: Callable[[], None] | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve ``app`` on the listening socket ``sock`` until ``stop`` is set (by default: SIGTERM or
-    SIGINT), then shut down gracefully: refuse new connections, close idle ones, let in-flight requests
-    finish for up to ``drain_timeout`` seconds, run the app's lifespan shutdown."""
+    SIGINT), then shut down gracefully: call ``on_stop`` (the app turns its readiness off), refuse new
+    connections, close idle ones, let in-flight requests finish for up to ``drain_timeout`` seconds,
+    run the app's lifespan shutdown."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app)
     await lifespan.startup()
@@ -437,6 +438,8 @@ async def serve(app: ASGIApp, *, sock: socket.socket, max_body: int, drain_timeo
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, hurry.set)
         state.stopping = True
+        if on_stop is not None:
+            on_stop()
         server.close()  # no new connections
         for conn in list(state.connections):
             conn.close_if_idle()

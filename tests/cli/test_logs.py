@@ -105,6 +105,19 @@ def test_table_explains_failures_and_fallbacks(db: Path, capsys: pytest.CaptureF
     assert lines[fallback + 1] == f"    ↳ attempts: {steps}"
 
 
+def test_attempt_reasons_hedges_and_fallback_models_are_shown() -> None:
+    from switchboard.cli.logs import format_record
+    from switchboard.telemetry.record import Attempt
+
+    rec = make_record(0, public_model="chain", deployment="b", unsatisfactory=None, attempts=[
+        Attempt("a", "p", "error", 501.0, reason="timeout", model="chain"),
+        Attempt("b", "p", "ok", 80.0, model="backup", hedge=True),
+    ])
+    assert format_record(rec)[1] == "    ↳ attempts: a error(timeout) 501ms → b ok hedge via backup 80ms"
+    rec.unsatisfactory = "length"
+    assert format_record(rec)[-1] == "    ↳ every answer failed validation; delivered anyway: length"
+
+
 def test_long_values_are_clipped_to_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "r.db"
     long = make_record(

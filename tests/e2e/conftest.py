@@ -40,6 +40,9 @@ def gateway_config(sim: SimThread, fleet: Fleet, tmp_path_factory: pytest.TempPa
     ]}
     # Room for prompts that overflow a 1M-token context window.
     raw["server"] = {"max_body_bytes": 32 * 1024 * 1024}
+    # These tests provoke failures one request at a time and check how each is reported, so no
+    # retries and no breaker memory between tests; tests/e2e/test_chaos.py covers those.
+    raw["resilience"] = {"retries": {"attempts": 1}, "breaker": {"enabled": False}}
     return parse_config(raw, env={})
 
 

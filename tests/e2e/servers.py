@@ -15,6 +15,8 @@ from switchboard.app import SwitchboardApp
 from switchboard.server import serve
 from switchboard.sim.fleet import Fleet
 from switchboard.sim.server import SimServer
+from switchboard.storage.records import RecordSink
+from switchboard.telemetry.record import RequestRecord
 
 
 class LoopThread:
@@ -68,6 +70,10 @@ class GatewayThread:
 
     def __init__(self, app: SwitchboardApp) -> None:
         self.app = app
+        self._recorded: set[str] = set()
+        self._recorded_changed = threading.Condition()
+        if app.records is not None:
+            self._watch_records(app.records)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -81,6 +87,25 @@ class GatewayThread:
         self._thread.start()
         if not self._ready.wait(30):
             raise RuntimeError("gateway did not start")
+
+    def _watch_records(self, sink: RecordSink) -> None:
+        # The gateway submits a record when a request ends, which for a client that left or an upstream call
+        # that was cancelled can be after the client and the upstream have both seen the end of it.
+        submit = sink.submit
+
+        def submit_and_note(record: RequestRecord) -> bool:
+            accepted = submit(record)
+            with self._recorded_changed:
+                self._recorded.add(record.request_id)
+                self._recorded_changed.notify_all()
+            return accepted
+
+        sink.submit = submit_and_note  # type: ignore[method-assign]
+
+    def wait_recorded(self, request_id: str, timeout: float = 10) -> bool:
+        """Block until the gateway has submitted the record of ``request_id`` (event-driven, bounded)."""
+        with self._recorded_changed:
+            return self._recorded_changed.wait_for(lambda: request_id in self._recorded, timeout)
 
     def _serve(self) -> None:
         async def main() -> None:

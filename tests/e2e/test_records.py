@@ -17,6 +17,7 @@ from tests.e2e.servers import GatewayThread, SimThread
 def record_of(gateway: GatewayThread, request_id: str) -> RequestRecord:
     writer = gateway.app.records
     assert isinstance(writer, SQLiteRecordWriter)
+    assert gateway.wait_recorded(request_id)
     assert writer.flush(10)
     found = writer.query(RecordQuery(request_id=request_id))
     assert len(found) == 1

@@ -205,6 +205,52 @@ def test_anthropic_sdk_tool_use_streamed(ant: anthropic.Anthropic, fleet: Fleet,
     assert final.stop_reason == "tool_use"
 
 
+REFUSAL = "I can't help with that."
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_openai_sdk_refusal(oai: openai.OpenAI, fleet: Fleet, fmt: str) -> None:
+    raw = oai.chat.completions.with_raw_response.create(
+        model=model_for(fleet, fmt), messages=[{"role": "user", "content": "Something forbidden."}],
+        extra_headers={"x-sim-refusal": REFUSAL},
+    )
+    validate("CreateChatCompletionResponse", json.loads(raw.content))
+    choice = raw.parse().choices[0]
+    assert choice.message.refusal is not None and REFUSAL in choice.message.refusal
+    if fmt == "openai":  # passed through as OpenAI sent it
+        assert choice.message.refusal == REFUSAL
+        assert choice.message.content is None
+        assert choice.finish_reason == "stop"
+    else:
+        assert choice.finish_reason == "content_filter"
+
+
+def test_openai_sdk_refusal_streamed(oai: openai.OpenAI, fleet: Fleet) -> None:
+    stream = oai.chat.completions.create(
+        model=model_for(fleet, "openai"), messages=[{"role": "user", "content": "Something forbidden."}],
+        stream=True, extra_headers={"x-sim-refusal": REFUSAL},
+    )
+    chunks = [c for c in stream if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REFUSAL
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["content_filter"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_anthropic_sdk_refusal(ant: anthropic.Anthropic, fleet: Fleet, fmt: str) -> None:
+    msg = ant.messages.create(
+        model=model_for(fleet, fmt), max_tokens=100, messages=[{"role": "user", "content": "Something forbidden."}],
+        extra_headers={"x-sim-refusal": REFUSAL},
+    )
+    assert msg.stop_reason == "refusal"
+    assert msg.content[0].type == "text" and REFUSAL in msg.content[0].text
+    with ant.messages.stream(
+        model=model_for(fleet, fmt), max_tokens=100, messages=[{"role": "user", "content": "Something forbidden."}],
+        extra_headers={"x-sim-refusal": REFUSAL},
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "refusal"
+
+
 def test_models_list_openai(oai: openai.OpenAI, fleet: Fleet) -> None:
     raw = oai.models.with_raw_response.list()
     validate("ListModelsResponse", json.loads(raw.content))

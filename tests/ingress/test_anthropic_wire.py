@@ -526,6 +526,28 @@ def test_stop_reasons(finish: Any, stop_reason: str) -> None:
     assert out["stop_reason"] == stop_reason
 
 
+def test_render_refusal_without_text_shows_it_as_the_text() -> None:
+    message = Message("assistant", refusal="I can't help with that.")
+    out = render_message_response(response(message, finish="content_filter"), model="m")
+    parsed = SDKMessage.model_validate(out)
+    assert out["content"] == [{"type": "text", "text": "I can't help with that."}]
+    assert parsed.stop_reason == "refusal"
+
+
+def test_render_refusal_keeps_its_text_content() -> None:
+    message = Message("assistant", [TextPart("Partial answer")], refusal="Blocked.")
+    out = render_message_response(response(message, finish="content_filter"), model="m")
+    assert out["content"] == [{"type": "text", "text": "Partial answer"}]
+    assert out["stop_reason"] == "refusal"
+
+
+def test_render_refusal_ending_in_stop_is_a_refusal() -> None:
+    # OpenAI upstreams finish a refusal with "stop"; an Anthropic client should still see "refusal".
+    message = Message("assistant", refusal="No.")
+    out = render_message_response(response(message, finish="stop"), model="m")
+    assert (out["content"], out["stop_reason"]) == ([{"type": "text", "text": "No."}], "refusal")
+
+
 @pytest.mark.parametrize(
     ("err", "kind"),
     [
@@ -664,6 +686,14 @@ def test_other_choices_are_ignored() -> None:
     message = final_message(frames)
     assert [b.text for b in message.content] == ["zero"]
     assert message.stop_reason == "max_tokens"
+
+
+def test_content_filter_stream_ends_with_refusal() -> None:
+    frames = run([StreamStart("m", "u"), TextDelta("I can't help."), StreamFinish("content_filter")])
+    assert frames[-2].json()["delta"] == {"stop_reason": "refusal", "stop_sequence": None}
+    message = final_message(frames)
+    assert message.stop_reason == "refusal"
+    assert [b.text for b in message.content] == ["I can't help."]
 
 
 def test_empty_stream_is_still_well_formed() -> None:

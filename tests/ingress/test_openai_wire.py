@@ -613,6 +613,25 @@ def test_render_tool_call_response() -> None:
     assert parsed.choices[0].message.tool_calls is not None
 
 
+def test_render_refusal_without_text() -> None:
+    message = Message("assistant", refusal="I can't help with that.")
+    out = render_chat_response(response(message), model="fast")
+    validate("CreateChatCompletionResponse", out)
+    parsed = ChatCompletion.model_validate(out).choices[0]
+    assert parsed.message.refusal == "I can't help with that."
+    assert parsed.message.content is None  # as OpenAI sends a refusal
+    assert parsed.finish_reason == "stop"
+
+
+def test_render_refusal_beside_text_keeps_both() -> None:
+    message = Message("assistant", [TextPart("I won't.")], refusal="I won't.")
+    out = render_chat_response(response(message, finish="content_filter"), model="fast")
+    validate("CreateChatCompletionResponse", out)
+    choice = out["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "I won't.", "refusal": "I won't."}
+    assert choice["finish_reason"] == "content_filter"
+
+
 def test_render_reports_cache_writes_and_fills_created() -> None:
     resp = response(Message("assistant"), usage=Usage(input_tokens=10, cache_write_tokens=6))
     resp.created = 0

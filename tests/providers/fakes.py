@@ -96,7 +96,8 @@ class FakeHttp(HttpClient):
         return self.response
 
     def stream(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-               timeout: float | None = None, connect_timeout: float | None = None) -> Any:
+               timeout: float | None = None, connect_timeout: float | None = None,
+               idle_timeout: float | None = None) -> Any:
         self._record(method, url, headers, body, timeout, connect_timeout)
         resp = FakeStream(self.stream_status, self.stream_headers, list(self.chunks), self.stream_error)
         self.streams.append(resp)

@@ -26,7 +26,7 @@ from switchboard.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from switchboard.providers.anthropic import JSON_TOOL_NAME, AnthropicProvider
+from switchboard.providers.anthropic import DECLINED, JSON_TOOL_NAME, AnthropicProvider
 from switchboard.providers.base import CallOptions
 from switchboard.providers.http import HttpResponse
 from switchboard.schemas.canonical import (
@@ -419,6 +419,30 @@ async def test_stop_reasons(stop_reason: str | None, finish: str | None) -> None
     assert answer.choices[0].finish_reason == finish
 
 
+async def test_refusal_keeps_the_text_and_names_it_the_refusal() -> None:
+    text = "I can't help with that request."
+    http = FakeHttp(response=json_response(message_payload([{"type": "text", "text": text}], "refusal")))
+    answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "content_filter"
+    assert choice.message.text() == text
+    assert choice.message.refusal == text
+
+
+async def test_refusal_without_text_gets_a_fixed_explanation() -> None:
+    http = FakeHttp(response=json_response(message_payload([], "refusal")))
+    answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    message = answer.choices[0].message
+    assert message.content == []
+    assert message.refusal == DECLINED == "The model declined to answer."
+
+
+async def test_an_ordinary_answer_has_no_refusal() -> None:
+    http = FakeHttp(response=json_response(message_payload([{"type": "text", "text": "Sure."}])))
+    answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    assert answer.choices[0].message.refusal is None
+
+
 async def test_empty_content_gives_empty_message() -> None:
     http = FakeHttp(response=json_response(message_payload([], "end_turn")))
     answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
@@ -583,6 +607,15 @@ async def test_text_stream() -> None:
     assert call.headers["x-api-key"] == API_KEY
     assert http.streams[0].closed
     assert http.streams[0].fully_read
+
+
+async def test_refusal_stream_finishes_with_content_filter() -> None:
+    chunks = [message_start(), *text_block(0, "I can't", " help."), *message_end("refusal", 4)]
+    events = await collect(FakeHttp(chunks=chunks))
+    assert events[1:] == [
+        TextDelta("I can't"), TextDelta(" help."), StreamFinish("content_filter"),
+        StreamUsage(Usage(input_tokens=25, output_tokens=4)),
+    ]
 
 
 async def test_tool_call_stream_numbers_calls_and_keeps_pieces_in_order() -> None:

@@ -336,14 +336,50 @@ async def test_finish_reasons(wire: str, canonical: str) -> None:
     assert answer.choices[0].finish_reason == canonical
 
 
+@pytest.mark.parametrize("wire", ["SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION",
+                                  "IMAGE_SAFETY"])
+async def test_filtered_finish_carries_a_refusal_naming_the_reason(wire: str) -> None:
+    payload = generate_response([], wire)
+    payload["candidates"][0].pop("content")  # a blocked candidate often has none
+    http = FakeHttp(response=json_response(payload))
+    answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "content_filter"
+    assert choice.message.content == []
+    assert choice.message.refusal == f"Gemini blocked the answer ({wire})."
+
+
+async def test_filtered_finish_keeps_partial_text_and_the_finish_message() -> None:
+    payload = generate_response([{"text": "Once upon"}], "RECITATION")
+    payload["candidates"][0]["finishMessage"] = "Recitation of training data."
+    http = FakeHttp(response=json_response(payload))
+    message = (await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)).choices[0].message
+    assert message.text() == "Once upon"
+    assert message.refusal == "Gemini blocked the answer (RECITATION). Recitation of training data."
+
+
+async def test_an_ordinary_finish_has_no_refusal() -> None:
+    http = FakeHttp(response=json_response(generate_response([{"text": "x"}], "STOP")))
+    answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    assert answer.choices[0].message.refusal is None
+
+
 async def test_blocked_prompt_is_a_content_filter_finish() -> None:
     payload = {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": MODEL_ID,
                "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}}
     http = FakeHttp(response=json_response(payload))
     answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    assert len(answer.choices) == 1
     assert answer.choices[0].finish_reason == "content_filter"
     assert answer.choices[0].message.content == []
+    assert answer.choices[0].message.refusal == "Gemini blocked the prompt (SAFETY)."
     assert answer.id.startswith("gen-")
+
+
+async def test_no_candidates_and_no_block_is_an_empty_stop() -> None:
+    http = FakeHttp(response=json_response({"modelVersion": MODEL_ID}))
+    choice = (await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)).choices[0]
+    assert (choice.finish_reason, choice.message.refusal) == ("stop", None)
 
 
 async def test_two_candidates() -> None:
@@ -450,6 +486,16 @@ async def test_stream_function_calls_arrive_whole() -> None:
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
     assert [(d.index, orjson.loads(d.arguments)) for d in deltas] == [(0, {"city": "Paris"}), (1, {})]
     assert StreamFinish("tool_calls") in events
+
+
+@pytest.mark.parametrize("wire", ["SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION",
+                                  "IMAGE_SAFETY"])
+async def test_stream_filtered_finish_is_content_filter(wire: str) -> None:
+    blocked = generate_response([], wire, usage=USAGE)
+    blocked["candidates"][0].pop("content")
+    http = FakeHttp(chunks=sse(generate_response([{"text": "Hel"}], None), blocked))
+    events = await collect(make_provider(http))
+    assert events[1:3] == [TextDelta("Hel"), StreamFinish("content_filter")]
 
 
 async def test_stream_blocked_prompt() -> None:

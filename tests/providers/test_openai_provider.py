@@ -356,11 +356,29 @@ async def test_finish_reasons(wire: str, canonical: str) -> None:
     assert answer.choices[0].finish_reason == canonical
 
 
-async def test_refusal_becomes_the_text() -> None:
+async def test_refusal_is_the_messages_refusal() -> None:
     message = {"content": None, "refusal": "I can't help with that."}
     http = FakeHttp(response=json_response(completion(message)))
     answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
-    assert answer.choices[0].message.text() == "I can't help with that."
+    choice = answer.choices[0]
+    assert choice.message.refusal == "I can't help with that."
+    assert choice.message.content == []
+    assert choice.finish_reason == "stop"  # passed through, as OpenAI sent it
+
+
+async def test_refusal_with_a_content_filter_finish_keeps_both() -> None:
+    message = {"content": "Partial", "refusal": "Stopped."}
+    http = FakeHttp(response=json_response(completion(message, "content_filter")))
+    answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    choice = answer.choices[0]
+    assert (choice.message.text(), choice.message.refusal, choice.finish_reason) == (
+        "Partial", "Stopped.", "content_filter")
+
+
+async def test_no_refusal_is_none() -> None:
+    http = FakeHttp(response=json_response(completion({"content": "Hi", "refusal": ""})))
+    answer = await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
+    assert answer.choices[0].message.refusal is None
 
 
 async def test_non_json_success_body_is_a_protocol_error() -> None:
@@ -472,6 +490,26 @@ async def test_stream_text_then_finish_then_usage() -> None:
         StreamUsage(Usage(input_tokens=30, output_tokens=9, cached_tokens=16, reasoning_tokens=4)),
     ]
     assert http.streams[0].closed
+
+
+async def test_stream_refusal_is_text_with_a_content_filter_finish() -> None:
+    http = FakeHttp(chunks=sse(
+        chunk({"role": "assistant", "content": None, "refusal": ""}),
+        chunk({"refusal": "I can't"}),
+        chunk({"refusal": " help."}),
+        chunk({}, "stop"),
+        chunk(usage=USAGE, no_choices=True),
+    ))
+    events = await collect(make_provider(http))
+    assert events[1:4] == [TextDelta("I can't"), TextDelta(" help."), StreamFinish("content_filter")]
+
+
+async def test_stream_refusal_keeps_a_finish_other_than_stop() -> None:
+    http = FakeHttp(chunks=sse(chunk({"refusal": "No"}), chunk({}, "length"), chunk({"content": "x"}, index=1),
+                               chunk({}, "stop", index=1)))
+    events = await collect(make_provider(http))
+    finishes = [e for e in events if isinstance(e, StreamFinish)]
+    assert finishes == [StreamFinish("length"), StreamFinish("stop", 1)]  # the refusal is choice 0's only
 
 
 async def test_stream_tool_call_fragments_are_reassembled_in_order() -> None:

@@ -112,6 +112,32 @@ async def test_stream_matches_the_whole_message(claude: anthropic.AsyncAnthropic
     assert final.usage.input_tokens == whole.usage.input_tokens
 
 
+REFUSAL = "I can't help with that."
+
+
+async def test_refusal(claude: anthropic.AsyncAnthropic) -> None:
+    m = await claude.messages.create(
+        model="sim-claude", max_tokens=100, messages=USER, extra_headers={"x-sim-refusal": REFUSAL}
+    )
+    assert m.stop_reason == "refusal"
+    assert [b.model_dump(include={"type", "text"}) for b in m.content] == [{"type": "text", "text": REFUSAL}]
+    empty = await claude.messages.create(
+        model="sim-claude", max_tokens=100, messages=USER, extra_headers={"x-sim-refusal": ""}
+    )
+    assert (empty.content, empty.stop_reason) == ([], "refusal")
+
+
+async def test_refusal_streamed(claude: anthropic.AsyncAnthropic) -> None:
+    async with claude.messages.stream(
+        model="sim-claude", max_tokens=100, messages=USER, extra_headers={"x-sim-refusal": REFUSAL}
+    ) as stream:
+        kinds = [e.type async for e in stream]
+        final = await stream.get_final_message()
+    assert kinds.index("content_block_start") < kinds.index("message_delta")
+    assert final.stop_reason == "refusal"
+    assert [b.model_dump(include={"type", "text"}) for b in final.content] == [{"type": "text", "text": REFUSAL}]
+
+
 async def test_raw_event_order(sim: SimServer) -> None:
     body = {"model": "sim-claude", "max_tokens": 5, "messages": USER, "stream": True}
     async with httpx2.AsyncClient(base_url=sim.base_url, headers=HEADERS) as http:

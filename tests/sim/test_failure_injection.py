@@ -45,6 +45,23 @@ async def test_each_mode(mode: str, error: type[Exception]) -> None:
         assert sim.stats.failures_injected == 1
 
 
+async def test_an_early_reset_comes_before_any_content() -> None:
+    async with SimServer(flaky("early-reset"), seed=0) as sim:
+        client = openai.AsyncOpenAI(base_url=f"{sim.base_url}/v1", api_key="x", max_retries=0)
+        got: list[Any] = []
+
+        async def read() -> None:
+            stream = await client.chat.completions.create(model="flaky", messages=USER, stream=True)
+            got.extend([chunk async for chunk in stream])
+
+        try:
+            with pytest.raises(openai.APIConnectionError):
+                await read()
+        finally:
+            await client.close()
+    assert not any(c.choices and c.choices[0].delta.content for c in got)
+
+
 async def test_injected_rate_limit_sends_retry_after() -> None:
     async with SimServer(flaky("429"), seed=0) as sim:
         client = openai.AsyncOpenAI(base_url=f"{sim.base_url}/v1", api_key="x", max_retries=0)

@@ -114,3 +114,34 @@ def test_replace_changes_one_model() -> None:
     assert len(fleet) == len(DEFAULT_FLEET)
     with pytest.raises(KeyError):
         DEFAULT_FLEET.replace("nope", ttft_ms=1.0)
+
+
+def test_tune_reads_values_as_a_fleet_file_does() -> None:
+    fleet = DEFAULT_FLEET.tune("claude", {"failure_rate": 1, "failure_modes": ["529", 500], "ttft_ms": 5})
+    claude = fleet.get("sim-claude")
+    assert claude is not None
+    assert (claude.failure_rate, claude.failure_modes, claude.ttft_ms) == (1.0, ("529", "500"), 5.0)
+    assert hash(claude)  # tuples, not lists: scenarios are cached per model
+    assert fleet.get("claude") is claude
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"failure_rate": 2}, "failure_rate: must be a number between 0 and 1"),
+        ({"failure_modes": ["teapot"]}, "failure_modes: unknown mode 'teapot'"),
+        ({"failure_modes": {"a": 1}}, "failure_modes: must be a list"),
+        ({"output_tokens": 1.5}, "output_tokens: must be an integer"),
+        ({"colour": "red"}, "unknown field(s) colour"),
+        ({"name": "other", "format": "gemini"}, "format, name: cannot be changed while serving"),
+    ],
+)
+def test_tune_refuses_bad_fields_and_values(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(FleetError) as exc:
+        DEFAULT_FLEET.tune("sim-claude", changes)
+    assert message in str(exc.value)
+
+
+def test_tune_unknown_model() -> None:
+    with pytest.raises(KeyError):
+        DEFAULT_FLEET.tune("nope", {"ttft_ms": 1})

@@ -115,6 +115,35 @@ async def test_raw_sse_frames(sim: SimServer) -> None:
     assert payloads[-1]["usageMetadata"]["candidatesTokenCount"] == 3
 
 
+REFUSAL = "I can't help with that."
+
+
+async def test_refusal_is_a_safety_finish_without_content(gemini: genai.Client) -> None:
+    r = await gemini.aio.models.generate_content(
+        model="sim-gemini", contents=PROMPT, config=scripted(**{"x-sim-refusal": REFUSAL})
+    )
+    assert r.candidates
+    cand = r.candidates[0]
+    assert cand.finish_reason == types.FinishReason.SAFETY
+    assert cand.content is None or not cand.content.parts
+    assert cand.safety_ratings and cand.safety_ratings[0].blocked
+    assert r.usage_metadata is not None and not r.usage_metadata.candidates_token_count
+
+
+async def test_refusal_streams_one_safety_frame(sim: SimServer) -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}
+    async with httpx2.AsyncClient(base_url=sim.base_url, headers={**KEY, "x-sim-refusal": REFUSAL}) as http:
+        whole = await http.post("/v1beta/models/sim-gemini:generateContent", json=body)
+        r = await http.post("/v1beta/models/sim-gemini:streamGenerateContent?alt=sse", json=body)
+    frames = [json.loads(f[6:]) for f in r.content.split(b"\r\n\n") if f]
+    assert len(frames) == 1
+    assert frames[0]["candidates"] == whole.json()["candidates"]
+    (cand,) = frames[0]["candidates"]
+    assert cand["finishReason"] == "SAFETY"
+    assert cand["finishMessage"] == REFUSAL  # the text has nowhere else to go
+    assert "content" not in cand
+
+
 async def test_raw_json_array_stream(sim: SimServer) -> None:
     body = {
         "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],

@@ -495,6 +495,49 @@ async def test_target_and_times(oai: openai.AsyncOpenAI) -> None:
     assert r.choices[0].message.content
 
 
+REFUSAL = "I can't help with that."
+
+
+async def test_refusal(oai: openai.AsyncOpenAI) -> None:
+    r = await oai.chat.completions.create(
+        model="sim-gpt-small", messages=USER, tools=TOOLS, extra_headers={"x-sim-refusal": REFUSAL}
+    )
+    choice = r.choices[0]
+    assert choice.message.content is None
+    assert choice.message.refusal == REFUSAL
+    assert choice.message.tool_calls is None  # a refusal wins over tools
+    assert choice.finish_reason == "stop"
+
+
+async def test_refusal_streamed_as_refusal_deltas(oai: openai.AsyncOpenAI) -> None:
+    stream = await oai.chat.completions.create(
+        model="sim-gpt-small", messages=USER, stream=True, n=2, extra_headers={"x-sim-refusal": REFUSAL}
+    )
+    refusals: dict[int, str] = {0: "", 1: ""}
+    finishes: dict[int, str | None] = {}
+    async for chunk in stream:
+        for c in chunk.choices:
+            assert not c.delta.content
+            refusals[c.index] += c.delta.refusal or ""
+            if c.finish_reason:
+                finishes[c.index] = c.finish_reason
+    assert refusals == {0: REFUSAL, 1: REFUSAL}
+    assert finishes == {0: "stop", 1: "stop"}
+
+
+async def test_refusal_follows_target_and_times(oai: openai.AsyncOpenAI) -> None:
+    script = {"x-sim-refusal": REFUSAL, "x-sim-target": "smart"}
+    r = await oai.chat.completions.create(model="sim-gpt-small", messages=USER, extra_headers=script)
+    assert (r.choices[0].message.refusal, bool(r.choices[0].message.content)) == (None, True)
+    r = await oai.chat.completions.create(model="sim-gpt-large", messages=USER, extra_headers=script)
+    assert r.choices[0].message.refusal == REFUSAL
+    once = {"x-sim-refusal": REFUSAL, "x-sim-times": "1", "x-sim-id": "test_refusal_follows_target_and_times"}
+    first = await oai.chat.completions.create(model="sim-gpt-small", messages=USER, extra_headers=once)
+    second = await oai.chat.completions.create(model="sim-gpt-small", messages=USER, extra_headers=once)
+    assert first.choices[0].message.refusal == REFUSAL
+    assert second.choices[0].message.refusal is None and second.choices[0].message.content
+
+
 async def test_bad_scripting_headers_are_rejected(oai: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="x-sim-output-tokens"):
         await oai.chat.completions.create(

@@ -25,7 +25,7 @@ import orjson
 
 from switchboard.storage.records import RecordQuery, RecordStoreError
 from switchboard.storage.sqlite import SQLiteRecordReader, open_records_reader
-from switchboard.telemetry.record import RequestRecord
+from switchboard.telemetry.record import Attempt, RequestRecord
 
 __all__ = ["add_parser", "follow", "format_header", "format_record", "parse_time", "run"]
 
@@ -175,13 +175,20 @@ def format_record(r: RequestRecord) -> list[str]:
         what = ": ".join(filter(None, (r.error_type, r.error_message))) or "error"
         prefix = "stream cut after content — " if r.partial else ""
         lines.append(_clip(f"    ↳ {prefix}{what}".replace("\n", " "), _WIDTH))
-    if len(r.attempts) > 1:
-        steps = " → ".join(
-            f"{a.deployment} {'ok' if a.outcome == 'ok' else a.error or a.outcome} {a.latency_ms:.0f}ms"
-            for a in r.attempts
-        )
+    if len(r.attempts) > 1 or (r.attempts and r.attempts[0].outcome != "ok"):
+        steps = " → ".join(_step(a, r.public_model) for a in r.attempts)
         lines.append(_clip(f"    ↳ attempts: {steps}".replace("\n", " "), _WIDTH))
+    if r.unsatisfactory:
+        lines.append(_clip(f"    ↳ every answer failed validation; delivered anyway: {r.unsatisfactory}", _WIDTH))
     return lines
+
+
+def _step(a: Attempt, public_model: str | None) -> str:
+    """``deployment outcome(reason) 12ms``, marking hedges and attempts on a fallback model."""
+    what = a.outcome if a.outcome == "ok" or not (a.reason or a.error) else (
+        f"{a.outcome}({a.reason})" if a.reason else a.error or a.outcome)
+    extras = "".join((" hedge" if a.hedge else "", f" via {a.model}" if a.model and a.model != public_model else ""))
+    return f"{a.deployment} {what}{extras} {a.latency_ms:.0f}ms"
 
 
 def _table_lines(records: Iterable[RequestRecord], *, header: bool) -> Iterator[str]:

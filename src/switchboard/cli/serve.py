@@ -216,7 +216,7 @@ def _worker(cfg: Config, sock: socket.socket) -> int:
         print(f"Switchboard worker {os.getpid()} ready", file=sys.stderr, flush=True)
 
     coro = serve(app, sock=sock, max_body=cfg.server.max_body_bytes, drain_timeout=cfg.server.drain_timeout,
-                 on_ready=ready)
+                 on_ready=ready, on_stop=app.start_draining)
     try:
         import uvloop
     except ImportError:

@@ -78,6 +78,7 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
             resolved[name] = prov
         data = {**data, "providers": resolved}
     problems.extend(_provider_references(data))
+    data = _merge_resilience(data)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
@@ -94,6 +95,31 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _merge_resilience(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill each model's ``resilience`` override in from the top-level section, so a model only
+    names what it changes (``resilience: {hedge: {after: 2}}`` keeps every other top-level setting)."""
+    top = data.get("resilience")
+    models = data.get("models")
+    if not isinstance(models, dict) or not isinstance(top, dict | None):
+        return data
+    merged: dict[str, Any] = {}
+    for name, model in models.items():
+        if isinstance(model, dict) and isinstance(model.get("resilience"), dict):
+            model = {**model, "resilience": _deep_merge(top or {}, model["resilience"])}
+        merged[name] = model
+    return {**data, "models": merged}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _provider_references(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -124,6 +150,7 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     deployment_ids: dict[str, str] = {}
     for model_name in cfg.models:
         names[model_name] = f"models.{model_name}"
+    problems.extend(_check_validators(cfg.resilience.validators, "resilience.validators"))
     for model_name, model in cfg.models.items():
         for i, alias in enumerate(model.aliases):
             path = f"models.{model_name}.aliases[{i}]"
@@ -142,6 +169,46 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
                 problems.append((path, f"duplicate deployment '{dep.id}' (also {deployment_ids[key]}); "
                                        "give one a distinct 'name'"))
             deployment_ids[key] = path
+        problems.extend(_check_fallbacks(cfg, model_name))
+    return problems
+
+
+def _check_fallbacks(cfg: Config, model_name: str) -> list[tuple[str, str]]:
+    """Fallback targets must be other chat models (or their aliases) of this configuration."""
+    model = cfg.models[model_name]
+    known: dict[str, str] = {}
+    for name, m in cfg.models.items():
+        known[name] = name
+        known.update((alias, name) for alias in m.aliases)
+    targets = [(f"models.{model_name}.fallbacks[{i}]", t) for i, t in enumerate(model.fallbacks)]
+    for key in ("context_fallback", "refusal_fallback"):
+        value = getattr(model, key)
+        if value is not None:
+            targets.append((f"models.{model_name}.{key}", value))
+    problems: list[tuple[str, str]] = []
+    for path, target in targets:
+        resolved = known.get(target)
+        if resolved is None:
+            problems.append((path, f"unknown model '{target}'"))
+        elif resolved == model_name:
+            problems.append((path, "a model cannot fall back to itself"))
+        elif cfg.models[resolved].kind != model.kind:
+            problems.append((path, f"'{target}' is a {cfg.models[resolved].kind} model, not {model.kind}"))
+    if model.resilience is not None:
+        problems.extend(_check_validators(model.resilience.validators,
+                                          f"models.{model_name}.resilience.validators"))
+    return problems
+
+
+def _check_validators(specs: tuple[str, ...], path: str) -> list[tuple[str, str]]:
+    from switchboard.execution.validators import load_validator
+
+    problems: list[tuple[str, str]] = []
+    for i, spec in enumerate(specs):
+        try:
+            load_validator(spec)
+        except ValueError as exc:
+            problems.append((f"{path}[{i}]", str(exc)))
     return problems
 
 

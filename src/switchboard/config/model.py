@@ -15,14 +15,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
+    "BreakerConfig",
     "Capabilities",
     "Config",
     "DeploymentConfig",
+    "HedgeConfig",
     "ModelConfig",
     "Price",
     "ProviderConfig",
     "ProviderType",
     "RecordsConfig",
+    "ResilienceConfig",
+    "RetryConfig",
     "ServerConfig",
 ]
 
@@ -93,13 +97,97 @@ class DeploymentConfig(_Frozen):
         return self.name or f"{self.provider}/{self.model}"
 
 
+class RetryConfig(_Frozen):
+    """Trying the same deployment again after a transient failure (timeout, reset, 429, 5xx, 529).
+
+    ``attempts`` counts tries per deployment (1 = no retry). Waits grow exponentially from ``backoff``
+    up to ``max_backoff`` with full jitter; an upstream ``retry-after`` is honoured when it is no longer
+    than ``max_retry_after`` — a longer one sends the request to the next deployment instead.
+    """
+
+    attempts: int = Field(2, ge=1, le=10)
+    backoff: float = Field(0.1, ge=0)
+    max_backoff: float = Field(2.0, ge=0)
+    max_retry_after: float = Field(5.0, ge=0)
+
+
+class BreakerConfig(_Frozen):
+    """A circuit breaker per deployment: when at least ``failure_rate`` of the last ``window`` seconds'
+    calls failed (and there were ``min_requests``), the deployment gets no traffic for ``cooldown``
+    seconds — as it does after ``consecutive_failures`` failures in a row (0: never), which notices a
+    sudden outage before older successes leave the window. Then ``half_open_probes`` trial requests
+    decide. A failed probe doubles the cooldown,
+    up to ``max_cooldown``. With ``probe_interval`` set, an open deployment is also probed actively
+    (a one-token request) every that many seconds."""
+
+    enabled: bool = True
+    window: float = Field(30.0, gt=0)
+    min_requests: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    cooldown: float = Field(15.0, gt=0)
+    max_cooldown: float = Field(300.0, gt=0)
+    half_open_probes: int = Field(1, ge=1)
+    consecutive_failures: int = Field(5, ge=0)
+    probe_interval: float | None = Field(None, gt=0)
+
+
+class HedgeConfig(_Frozen):
+    """Hedged requests: when an attempt has produced no first token ``after`` seconds (or after the
+    deployment's observed p95 time to first token, ``"p95"``), the next candidate starts in parallel;
+    the first to deliver content wins. ``budget`` caps hedges at that fraction of requests."""
+
+    after: float | Literal["p95"] | None = None
+    budget: float = Field(0.1, ge=0, le=1)
+
+    @field_validator("after")
+    @classmethod
+    def _positive(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float | int) and v <= 0:
+            raise ValueError("must be a positive number of seconds or 'p95'")
+        return v
+
+
+class ResilienceConfig(_Frozen):
+    """How hard Switchboard tries: the request's deadline, per-attempt timeouts, retries, breakers,
+    hedging and the validators that judge an answer. Set once at the top level; a model may override
+    any part under its own ``resilience``.
+
+    ``deadline`` bounds the whole request, every attempt included (a client may ask for another with
+    ``x-switchboard-timeout``, up to ``max_deadline``). ``attempt_timeout`` bounds one non-streaming
+    attempt (default: the rest of the deadline); ``ttft_timeout`` one streaming attempt's wait for its
+    first content and ``idle_timeout`` the silence between its chunks. ``buffer_streams`` holds a
+    stream back until it is complete, so the validators can judge it as a whole.
+    """
+
+    deadline: float = Field(600.0, gt=0)
+    max_deadline: float = Field(3600.0, gt=0)
+    attempt_timeout: float | None = Field(None, gt=0)
+    ttft_timeout: float = Field(60.0, gt=0)
+    idle_timeout: float = Field(60.0, gt=0)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    hedge: HedgeConfig = Field(default_factory=HedgeConfig)
+    validators: tuple[str, ...] = ()
+    buffer_streams: bool = False
+
+
 class ModelConfig(_Frozen):
-    """A public model name, its aliases and the deployments that serve it."""
+    """A public model name, its aliases and the deployments that serve it.
+
+    ``fallbacks`` are public models tried, in order, when every deployment of this one failed;
+    ``context_fallback`` serves prompts too long for this model's context window and
+    ``refusal_fallback`` requests this model refused. ``resilience`` (filled in from the top level by
+    the loader) overrides the top-level settings for this model.
+    """
 
     kind: Literal["chat", "embedding"] = "chat"
     aliases: tuple[str, ...] = ()
     description: str | None = None
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
+    fallbacks: tuple[str, ...] = ()
+    context_fallback: str | None = None
+    refusal_fallback: str | None = None
+    resilience: ResilienceConfig | None = None
 
 
 class ServerConfig(_Frozen):
@@ -127,4 +215,10 @@ class Config(_Frozen):
     records: RecordsConfig = Field(default_factory=RecordsConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     source: str = Field("file", exclude=True)
+
+    def resilience_for(self, model: str) -> ResilienceConfig:
+        """The effective resilience settings of a public model."""
+        m = self.models.get(model)
+        return m.resilience if m is not None and m.resilience is not None else self.resilience

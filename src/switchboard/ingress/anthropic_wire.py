@@ -22,6 +22,8 @@ Decisions, so clients know what to expect:
   ``service_tier``, tool ``eager_input_streaming`` and ``input_examples``.
 - ``stop_reason: stop_sequence`` is never produced: canonical results do not say which sequence
   matched, so a stop on a sequence is reported as ``end_turn``.
+- A ``content_filter`` finish, or an answer carrying a refusal, is ``stop_reason: refusal``; a
+  refusal without text is rendered as the answer's text block.
 
 Usage::
 
@@ -563,11 +565,15 @@ def render_message_response(resp: ChatResponse, *, model: str) -> JSONObject:
     calls: list[ToolCall] = []
     if resp.choices:
         choice = resp.choices[0]
+        message = choice.message
         reason = choice.finish_reason
-        calls = choice.message.tool_calls
-        text = choice.message.text()
+        calls = message.tool_calls
+        # A refusal without text is shown as the text: Anthropic has no other place for the why.
+        text = message.text() or message.refusal or ""
         if text or not calls:
             content.append({"type": "text", "text": text})
+        if message.refusal is not None and reason in (None, "stop"):
+            reason = "content_filter"  # OpenAI ends a refusal with "stop"; Anthropic says "refusal"
     content.extend(
         {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)} for c in calls
     )

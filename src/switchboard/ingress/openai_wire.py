@@ -16,6 +16,8 @@ Decisions, so clients know what to expect:
   ``prompt_cache_retention``, ``prompt_cache_options``, ``stream_options.include_obfuscation``,
   assistant ``annotations``. ``safety_identifier`` stands in for ``user`` when ``user`` is absent.
 - ``max_completion_tokens`` wins over ``max_tokens`` when both are given.
+- A refusal is rendered as ``message.refusal`` (``content`` null when there is no text). Streams
+  carry it as ``content`` pieces, with ``finish_reason: content_filter``.
 
 Usage::
 
@@ -660,8 +662,9 @@ def _render_choice(choice: Choice) -> JSONObject:
     text = msg.text()
     message: JSONObject = {
         "role": "assistant",
-        "content": None if (not text and msg.tool_calls) else text,
-        "refusal": None,
+        # OpenAI sends null content beside tool calls or a refusal, "" for an empty answer.
+        "content": None if (not text and (msg.tool_calls or msg.refusal)) else text,
+        "refusal": msg.refusal,
     }
     if msg.tool_calls:
         message["tool_calls"] = [

@@ -18,6 +18,8 @@ Choices worth knowing:
   raise :class:`~switchboard.errors.UnsupportedParameter`.
 * Tool-call ids are rewritten to Anthropic's ``[A-Za-z0-9_-]`` alphabet so that a conversation begun
   on another provider can continue here.
+* ``stop_reason: "refusal"`` is finish reason ``content_filter``; the answer's text (kept as content)
+  is also its ``Message.refusal``, or :data:`DECLINED` when it has none.
 
 Usage::
 
@@ -65,12 +67,14 @@ from switchboard.schemas.canonical import (
     Usage,
 )
 
-__all__ = ["ANTHROPIC_VERSION", "JSON_TOOL_NAME", "AnthropicProvider", "StreamTranslator", "build_body",
-           "parse_response"]
+__all__ = ["ANTHROPIC_VERSION", "DECLINED", "JSON_TOOL_NAME", "AnthropicProvider", "StreamTranslator",
+           "build_body", "parse_response"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 JSON_TOOL_NAME = "json_response"
 DEFAULT_MAX_TOKENS = 4096
+#: The refusal of a ``stop_reason: "refusal"`` answer that came without any text.
+DECLINED = "The model declined to answer."
 
 _PROVIDER = "anthropic"
 _JSON_TOOL_DESCRIPTION = "Respond to the user with a JSON value that follows this schema."
@@ -362,7 +366,8 @@ def parse_response(data: Any, json_tool: str | None) -> ChatResponse:
                 calls.append(ToolCall(id=_str(block.get("id")), name=name, arguments=arguments))
         # thinking, redacted_thinking and server-tool blocks carry no answer text.
     text = "".join(texts)
-    message = Message("assistant", [TextPart(text)] if text else [], tool_calls=calls)
+    refusal = (text or DECLINED) if data.get("stop_reason") == "refusal" else None
+    message = Message("assistant", [TextPart(text)] if text else [], tool_calls=calls, refusal=refusal)
     usage = data.get("usage")
     return ChatResponse(
         id=_str(data.get("id")),

@@ -33,12 +33,14 @@ __all__ = ["CallOptions", "Provider", "ProviderFactory", "create_provider", "reg
 class CallOptions:
     """Per-attempt settings: the request id, headers forwarded from the client, and the time budget.
 
-    ``timeout`` is the total seconds this attempt may take (for streams: until the last byte).
+    ``timeout`` is the total seconds this attempt may take (for streams: until the last byte);
+    ``idle_timeout`` bounds the silence between a stream's chunks.
     """
 
     request_id: str
     forward_headers: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None
+    idle_timeout: float | None = None
 
 
 class Provider(Protocol):

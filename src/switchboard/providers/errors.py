@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from switchboard.errors import (
+    ContentPolicyViolation,
     ContextLengthExceeded,
     InvalidRequest,
     RateLimited,
@@ -37,6 +38,9 @@ def looks_like_context_overflow(message: str, code: str | None = None) -> bool:
     """Whether an upstream 400/413 says the prompt does not fit the context window."""
     text = f"{code or ''} {message}".lower()
     return any(m in text for m in _CONTEXT_MARKERS)
+
+
+_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "responsible_ai_policy_violation"})
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -67,7 +71,8 @@ def upstream_error(
 ) -> SwitchboardError:
     """The Switchboard error for an upstream error status.
 
-    400/413/422 are the caller's request (``InvalidRequest`` or ``ContextLengthExceeded``); 429 is
+    400/413/422 are the caller's request (``InvalidRequest``, ``ContextLengthExceeded`` or
+    ``ContentPolicyViolation``); 429 is
     ``RateLimited`` with its ``retry_after``; 408 and 504 are timeouts; 529 (and 503) overloads;
     401/403/404 are the gateway's configuration, not the caller's fault, so they become a
     non-retryable ``UpstreamStatusError`` (502); other 5xx are retryable ``UpstreamStatusError``.
@@ -77,6 +82,8 @@ def upstream_error(
     if status in (400, 413, 422):
         if looks_like_context_overflow(msg, code):
             return ContextLengthExceeded(msg, param=param or "messages")
+        if code is not None and code.lower() in _POLICY_CODES:
+            return ContentPolicyViolation(msg, param=param)
         return InvalidRequest(msg, param=param, code=code)
     if status == 429:
         return RateLimited(msg, retry_after=parse_retry_after(hdrs))

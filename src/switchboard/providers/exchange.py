@@ -153,8 +153,9 @@ class Exchange:
         return headers
 
     def timeout(self, options: CallOptions) -> float:
-        """Seconds for the whole exchange: the attempt's budget, else the provider's."""
-        return options.timeout if options.timeout is not None else self._config.timeout
+        """Seconds for the whole exchange: the attempt's budget, at most the provider's."""
+        limit = self._config.timeout
+        return limit if options.timeout is None else min(options.timeout, limit)
 
     async def post_json(self, url: str, payload: dict[str, Any], options: CallOptions, *,
                         provider: str) -> Any:
@@ -177,6 +178,7 @@ class Exchange:
         return self._http.stream(
             "POST", url, headers=headers, body=orjson.dumps(payload),
             timeout=self.timeout(options), connect_timeout=self._config.connect_timeout,
+            idle_timeout=options.idle_timeout,
         )
 
     async def check_stream(self, resp: StreamingResponse, *, provider: str) -> None:

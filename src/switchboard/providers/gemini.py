@@ -18,6 +18,10 @@ Choices worth knowing:
   OpenAI-compatible mapping: low 1024, medium 8192, high 24576, none 0), ``thinkingLevel`` otherwise.
 * Usage: ``output_tokens`` is ``candidatesTokenCount + thoughtsTokenCount`` (Gemini counts thoughts apart),
   ``input_tokens`` is ``promptTokenCount + toolUsePromptTokenCount``.
+* A finish for safety, recitation, blocklists and the like (``SAFETY``, ``PROHIBITED_CONTENT``,
+  ``BLOCKLIST``, ``SPII``, ``RECITATION``, ``IMAGE_SAFETY`` …) is ``content_filter`` with a
+  ``Message.refusal`` naming the reason; a blocked prompt (``promptFeedback.blockReason``, no
+  candidates) is one such choice.
 * ``logit_bias`` and token-id embedding inputs raise ``UnsupportedParameter``; ``user``, ``metadata``,
   ``parallel_tool_calls`` and ``strict`` have no Gemini equivalent and are not sent.
 
@@ -402,15 +406,23 @@ def _parse_generate(data: Any, model: str) -> ChatResponse:
                 calls.append(ToolCall(id=_str(fc.get("id")) or ids.next(), name=_str(fc["name"]),
                                       arguments=orjson.dumps(fc.get("args") or {}).decode()))
         content: list[ContentPart] = [TextPart("".join(texts))] if texts else []
+        raw_finish = cand.get("finishReason")
+        finish = _finish(raw_finish, has_calls=bool(calls)) or "stop"
+        refusal = _blocked("answer", raw_finish, cand.get("finishMessage")) if finish == "content_filter" else None
         choices.append(Choice(
             index=int(cand.get("index") or 0),
-            message=Message("assistant", content, calls),
-            finish_reason=_finish(cand.get("finishReason"), has_calls=bool(calls)) or "stop",
+            message=Message("assistant", content, calls, refusal=refusal),
+            finish_reason=finish,
         ))
     if not choices:
         # The prompt itself was blocked: Gemini answers without candidates.
-        blocked = bool((data.get("promptFeedback") or {}).get("blockReason"))
-        choices.append(Choice(0, Message("assistant"), "content_filter" if blocked else "stop"))
+        feedback = data.get("promptFeedback") or {}
+        reason = feedback.get("blockReason")
+        if reason:
+            refusal = _blocked("prompt", reason, feedback.get("blockReasonMessage"))
+            choices.append(Choice(0, Message("assistant", refusal=refusal), "content_filter"))
+        else:
+            choices.append(Choice(0, Message("assistant"), "stop"))
     usage = data.get("usageMetadata")
     return ChatResponse(
         id=_str(data.get("responseId")) or _synthetic_id(),
@@ -419,6 +431,12 @@ def _parse_generate(data: Any, model: str) -> ChatResponse:
         usage=_usage(usage) if isinstance(usage, dict) else Usage(),
         created=_created(data.get("createTime")),
     )
+
+
+def _blocked(what: str, reason: Any, detail: Any) -> str:
+    """The refusal text for a blocked answer or prompt: ``Gemini blocked the answer (SAFETY).``"""
+    text = f"Gemini blocked the {what} ({reason if isinstance(reason, str) else 'unknown reason'})."
+    return f"{text} {detail}" if isinstance(detail, str) and detail else text
 
 
 def _finish(value: Any, *, has_calls: bool) -> FinishReason | None:

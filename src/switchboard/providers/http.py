@@ -63,14 +63,17 @@ class StreamingResponse:
     :meth:`aclose` is called; after that :meth:`iter_bytes` yields nothing more.
     """
 
-    __slots__ = ("_conn", "_pool", "headers", "status")
+    __slots__ = ("_conn", "_deadline", "_pool", "headers", "idle_timeout", "status")
 
     status: int
     headers: dict[str, str]
 
-    def __init__(self, status: int, headers: dict[str, str], pool: _Pool, conn: _Connection) -> None:
+    def __init__(self, status: int, headers: dict[str, str], pool: _Pool, conn: _Connection,
+                 deadline: float | None = None, idle_timeout: float | None = None) -> None:
         self.status = status
         self.headers = headers
+        self.idle_timeout = idle_timeout
+        self._deadline = deadline
         self._pool = pool
         self._conn: _Connection | None = conn
 
@@ -81,13 +84,16 @@ class StreamingResponse:
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """Yield body bytes as they arrive (chunked transfer encoding already decoded).
 
-        Raises ``UpstreamConnectionError`` if the upstream breaks off the body and
-        ``UpstreamProtocolError`` if the body's framing is malformed. Abandoning the iterator leaves
-        the response open (another ``iter_bytes()`` or ``read()`` continues where it stopped).
+        Raises ``UpstreamConnectionError`` if the upstream breaks off the body,
+        ``UpstreamProtocolError`` if the body's framing is malformed and ``UpstreamTimeout`` when
+        nothing arrives for ``idle_timeout`` seconds or the request's time runs out. Abandoning the
+        iterator leaves the response open (another ``iter_bytes()`` or ``read()`` continues where it
+        stopped).
         """
         conn = self._conn
         if conn is None:
             return
+        idle, deadline = self.idle_timeout, self._deadline
         try:
             while True:
                 chunk = conn.take_body()
@@ -100,7 +106,11 @@ class StreamingResponse:
                 elif conn.error is not None:
                     raise conn.error
                 else:
-                    await conn.wait(None)
+                    until = deadline
+                    if idle is not None:
+                        quiet = self._pool.loop.time() + idle
+                        until = quiet if until is None else min(until, quiet)
+                    await conn.wait(until)
                     if self._conn is None:  # closed while we waited
                         return
         except GeneratorExit:
@@ -162,11 +172,12 @@ class HttpClient:
         return response
 
     def stream(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
-               timeout: float | None = None,
-               connect_timeout: float | None = None) -> AbstractAsyncContextManager[StreamingResponse]:
-        """Send a request; the context manager yields once the status and headers arrived (within
-        ``timeout``). Leaving the block early closes the connection."""
-        return _StreamContext(self, method, url, headers, body, timeout, connect_timeout)
+               timeout: float | None = None, connect_timeout: float | None = None,
+               idle_timeout: float | None = None) -> AbstractAsyncContextManager[StreamingResponse]:
+        """Send a request; the context manager yields once the status and headers arrived. ``timeout``
+        bounds the whole exchange, headers and body; ``idle_timeout`` the silence between body chunks.
+        Leaving the block early closes the connection."""
+        return _StreamContext(self, method, url, headers, body, timeout, connect_timeout, idle_timeout)
 
     def prepare_tls(self) -> ssl.SSLContext:
         """The TLS context for https upstreams, created on first use. Creating it reads the system's CA
@@ -235,17 +246,21 @@ class HttpClient:
 class _StreamContext(AbstractAsyncContextManager[StreamingResponse]):
     """What :meth:`HttpClient.stream` returns: sends on enter, closes the response on exit."""
 
-    __slots__ = ("_args", "_client", "_response")
+    __slots__ = ("_args", "_client", "_idle", "_response", "_timeout")
 
     def __init__(self, client: HttpClient, method: str, url: str, headers: Mapping[str, str],
-                 body: bytes | None, timeout: float | None, connect_timeout: float | None) -> None:
+                 body: bytes | None, timeout: float | None, connect_timeout: float | None,
+                 idle_timeout: float | None) -> None:
         self._client = client
         self._args = (method, url, headers, body, timeout, connect_timeout)
+        self._timeout = timeout
+        self._idle = idle_timeout
         self._response: StreamingResponse | None = None
 
     async def __aenter__(self) -> StreamingResponse:
+        deadline = None if self._timeout is None else asyncio.get_running_loop().time() + self._timeout
         pool, conn = await self._client._send(*self._args, streaming=True)
-        self._response = StreamingResponse(conn.status, conn.headers, pool, conn)
+        self._response = StreamingResponse(conn.status, conn.headers, pool, conn, deadline, self._idle)
         return self._response
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -618,7 +633,10 @@ class _Connection(asyncio.Protocol):
     def _on_deadline(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            what = "response headers" if self._streaming else "a complete response"
+            if self.headers_done:
+                what = "more of the response"
+            else:
+                what = "response headers" if self._streaming else "a complete response"
             self.error = UpstreamTimeout(
                 f"{self._pool.host}:{self._pool.port} did not send {what} in time")
             waiter.set_result(None)
@@ -658,7 +676,9 @@ class _Connection(asyncio.Protocol):
         if self.headers_done and self._eof_ends_body:
             self.keep_alive = False
             self.complete = True
-        elif self._reused and not self._got_bytes:
+        elif self._reused and not self._got_bytes and exc is None:
+            # A clean close of a kept-alive connection with no answer: the server timed it out as we
+            # reused it and never read the request. A reset (exc set) may come after it did: not resent.
             self.error = _StaleConnection()
         elif exc is not None:
             self.error = UpstreamConnectionError(f"connection to upstream lost: {exc}")

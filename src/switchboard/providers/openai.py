@@ -14,6 +14,9 @@ Choices worth knowing:
   client did not ask for it. Usage is emitted once, after the last finish.
 * ``metadata`` is the gateway's, never forwarded. Embeddings are always requested as floats; the
   gateway encodes base64 for clients that want it.
+* A refusal (``message.refusal``) becomes ``Message.refusal``, its finish reason passed through. In a
+  stream the ``delta.refusal`` pieces become text, and the choice's ``"stop"`` becomes
+  ``"content_filter"`` so that the client can tell a refusal from an answer.
 
 Usage::
 
@@ -286,8 +289,7 @@ def _parse_completion(data: Any, model: str) -> ChatResponse:
     for raw in data["choices"]:
         msg = raw.get("message") or {}
         text = _content_text(msg.get("content"))
-        if not text and isinstance(msg.get("refusal"), str):
-            text = msg["refusal"]
+        refusal = msg.get("refusal")
         calls = [
             ToolCall(id=_str(tc.get("id")) or _call_id(), name=_str(tc["function"]["name"]),
                      arguments=_arguments(tc["function"].get("arguments")))
@@ -300,7 +302,8 @@ def _parse_completion(data: Any, model: str) -> ChatResponse:
         content: list[ContentPart] = [TextPart(text)] if text else []
         choices.append(Choice(
             index=int(raw.get("index") or 0),
-            message=Message("assistant", content, calls),
+            message=Message("assistant", content, calls,
+                            refusal=refusal if isinstance(refusal, str) and refusal else None),
             finish_reason=_finish(raw.get("finish_reason")),
         ))
     usage = data.get("usage")
@@ -406,13 +409,14 @@ class _ToolCallSlot:
 
 
 class _ChoiceState:
-    __slots__ = ("by_upstream", "finished", "last", "slots")
+    __slots__ = ("by_upstream", "finished", "last", "refused", "slots")
 
     def __init__(self) -> None:
         self.by_upstream: dict[int, _ToolCallSlot] = {}
         self.slots: list[_ToolCallSlot] = []
         self.last: _ToolCallSlot | None = None
         self.finished = False
+        self.refused = False  # some delta.refusal came: the finish is a content filter
 
 
 class StreamTranslator:
@@ -492,6 +496,8 @@ class StreamTranslator:
                 out.append(TextDelta(content, index))
             refusal = delta.get("refusal")
             if isinstance(refusal, str) and refusal:
+                # Streams have no refusal field downstream: the explanation goes out as text.
+                state.refused = True
                 out.append(TextDelta(refusal, index))
             fragments = delta.get("tool_calls")
             if fragments:
@@ -505,7 +511,10 @@ class StreamTranslator:
                 for slot in state.slots:
                     _start_slot(slot, index, out, force=True)
                 state.finished = True
-                out.append(StreamFinish(_finish(reason), index))
+                finish = _finish(reason)
+                if state.refused and finish == "stop":
+                    finish = "content_filter"  # OpenAI ends a refusal with "stop"
+                out.append(StreamFinish(finish, index))
         return out
 
 

@@ -77,7 +77,8 @@ class Message:
     """One conversation turn.
 
     ``role="tool"`` carries a tool result: ``tool_call_id`` names the call, ``content`` its output.
-    An assistant turn may carry ``tool_calls`` with or without text. ``role="system"`` covers
+    An assistant turn may carry ``tool_calls`` with or without text, and ``refusal``: the model's
+    explanation when it declined to answer (OpenAI ``message.refusal``). ``role="system"`` covers
     OpenAI's ``system`` and ``developer`` messages and Anthropic's top-level ``system``.
     """
 
@@ -87,6 +88,7 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     is_error: bool = False
+    refusal: str | None = None
 
     def text(self) -> str:
         """The concatenated text parts."""

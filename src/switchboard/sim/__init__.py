@@ -18,6 +18,12 @@ Endpoints (every model answers on every format):
 * Gemini: ``POST /v1beta/models/{model}:generateContent | :streamGenerateContent[?alt=sse] |
   :countTokens | :embedContent | :batchEmbedContents``, ``GET /v1beta/models[/{id}]`` (also under ``/v1``)
 * ``GET /health``
+* Control: ``GET /_sim/models/{name}`` returns a model's settings; ``POST /_sim/models/{name}`` with a
+  JSON object of :class:`SimModel` fields (``failure_rate``, ``failure_modes``, ``ttft_ms``,
+  ``tokens_per_second``, ``output_tokens`` …) changes them while serving and returns the new settings
+  (404 for an unknown model, 400 for a bad field or value) — for benchmarks whose phases change
+  failure rates (with ``--workers N``, only the worker that answers changes). In Python:
+  ``sim.update_model("sim-claude", failure_rate=0.2)``.
 
 Scripting headers (the gateway forwards ``x-sim-*``; an unknown ``x-sim-*`` header is a 400):
 
@@ -44,11 +50,16 @@ Scripting headers (the gateway forwards ``x-sim-*``; an unknown ``x-sim-*`` head
     Report prompt-cache reads / writes and reasoning tokens in each format's usage fields.
 ``x-sim-tool-call: never|always|auto``
     Never call a tool, or call one even after a tool result.
+``x-sim-refusal: TEXT``
+    The model declines, explaining with TEXT (read like ``x-sim-reply``). OpenAI: ``content`` null,
+    ``refusal: TEXT``, ``finish_reason: "stop"`` (streamed as ``delta.refusal`` pieces); Anthropic: TEXT as
+    the text content with ``stop_reason: "refusal"``; Gemini: no content, ``finishReason: "SAFETY"``
+    (streamed as one final frame). Counts as scripted for ``x-sim-target`` and ``x-sim-times``.
 ``x-sim-target: MODEL[,MODEL...]``
     Apply the scripting headers only to requests for these models (names or aliases); others are
     served normally — so a fallback from a failing model to a healthy one can be tested.
 ``x-sim-times: N``
-    Apply the scripted failure only to the first N requests carrying the same ``x-sim-*`` headers
+    Apply the scripted failure (or refusal) only to the first N requests carrying the same ``x-sim-*`` headers
     (add a distinct ``x-sim-id: ANYTHING`` to keep tests apart) — e.g. fail once, then succeed.
 
 Models' ``failure_rate`` / ``failure_modes`` inject failures at random (the server's RNG is seeded with

@@ -13,6 +13,8 @@ renders (whole or streamed). The rules:
 * tools: when tools are given, tool choice is not "none" and the last message is the user's, the
   model calls the forced tool (or the first) with arguments generated from its schema; after a tool
   result it answers in text. ``x-sim-tool-call: never|always`` overrides.
+* ``x-sim-refusal``: every choice declines with that text (``finish = "refusal"``), whatever the tools,
+  ``max_tokens`` or stop sequences; each format renders it its own way.
 
 Usage::
 
@@ -34,7 +36,7 @@ from switchboard.sim.words import count_words, json_pieces, reply_tokens, split_
 
 __all__ = ["Answer", "Choice", "Finish", "Prompt", "ToolCall", "ToolSpec", "compose"]
 
-Finish = Literal["stop", "length", "tool", "stop_sequence"]
+Finish = Literal["stop", "length", "tool", "stop_sequence", "refusal"]
 LastRole = Literal["user", "tool", "assistant"]
 
 
@@ -91,7 +93,10 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Choice:
-    """One generated alternative: text tokens or a tool call, and why it ended."""
+    """One generated alternative: text tokens or a tool call, and why it ended.
+
+    With ``finish = "refusal"`` the tokens are the model's explanation of why it declined.
+    """
 
     tokens: list[str]
     tool: ToolCall | None = None
@@ -200,6 +205,9 @@ def compose(
     choices: list[Choice] = []
     for i in range(prompt.n):
         s = (seed + i * 7919) & 0xFFFFFFFF
+        if sc.refusal is not None:
+            choices.append(Choice(split_reply(sc.refusal), None, "refusal"))
+            continue
         if use_tool:
             choices.append(Choice([], _tool_call(prompt, s, i, tool_id_prefix), "tool"))
             continue

@@ -5,7 +5,8 @@ Streams follow the documented order — ``message_start``, ``ping``, then per co
 ``content_block_stop``, then ``message_delta`` (stop reason, usage) and ``message_stop`` — each with its
 ``event:`` line. ``message_start`` and the ping are sent as soon as the request is accepted, the first
 content after the model's time to first token. Errors are ``{"type": "error", "error": {...}}``;
-``x-sim-stream-error-after`` sends an in-band ``overloaded_error`` event (529 when not streaming).
+``x-sim-stream-error-after`` sends an in-band ``overloaded_error`` event (529 when not streaming). A
+refusal (``x-sim-refusal``) is its text as the answer with ``stop_reason: "refusal"``.
 
 Usage::
 
@@ -26,7 +27,13 @@ from switchboard.sim.words import IMAGE_TOKENS
 
 __all__ = ["ANTHROPIC", "AnthropicDialect", "count_tokens", "list_models", "messages", "retrieve_model"]
 
-_STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens", "tool": "tool_use"}
+_STOP = {
+    "stop": "end_turn",
+    "stop_sequence": "stop_sequence",
+    "length": "max_tokens",
+    "tool": "tool_use",
+    "refusal": "refusal",
+}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

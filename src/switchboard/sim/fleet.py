@@ -26,7 +26,7 @@ are the :class:`SimModel` fields::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -36,6 +36,7 @@ import yaml
 __all__ = [
     "DEFAULT_FLEET",
     "FAILURE_MODES",
+    "TUNABLE_FIELDS",
     "Fleet",
     "FleetError",
     "SimFormat",
@@ -49,7 +50,9 @@ SimFormat = Literal["openai", "anthropic", "gemini"]
 SimKind = Literal["chat", "embedding"]
 
 #: Named failure modes; any HTTP status 400–599 written as a string (``"429"``) is also a mode.
-FAILURE_MODES = ("reset", "timeout", "malformed", "stream-error")
+#: ``reset`` drops the connection at a random point (streams: possibly after content), ``early-reset``
+#: before any content; ``stream-error`` is an in-band error after a random number of chunks.
+FAILURE_MODES = ("reset", "early-reset", "timeout", "malformed", "stream-error")
 
 PROVIDER_NAMES: dict[SimFormat, str] = {
     "openai": "sim-openai",
@@ -165,6 +168,26 @@ class Fleet:
         target = self._index[name].name
         return Fleet(dataclasses.replace(m, **changes) if m.name == target else m for m in self.models)
 
+    def tune(self, name: str, changes: Mapping[str, Any]) -> Fleet:
+        """A copy with one model's :data:`TUNABLE_FIELDS` changed, the values read as in a fleet file
+        (JSON or YAML values: lists for ``failure_modes``, integers for rates).
+
+        Raises ``KeyError`` for an unknown model and :class:`FleetError` naming a bad field or value::
+
+            fleet = fleet.tune("sim-claude", {"failure_rate": 0.2, "failure_modes": ["529"]})
+        """
+        if name not in self._index:
+            raise KeyError(name)
+        fixed = sorted(str(k) for k in changes if k in _FIELDS and k not in TUNABLE_FIELDS)
+        if fixed:
+            raise FleetError(
+                f"{', '.join(fixed)}: cannot be changed while serving (tunable: {', '.join(TUNABLE_FIELDS)})"
+            )
+        unknown = sorted(str(k) for k in changes if k not in _FIELDS)
+        if unknown:
+            raise FleetError(f"unknown field(s) {', '.join(unknown)} (tunable: {', '.join(TUNABLE_FIELDS)})")
+        return self.replace(name, **_coerce(changes, ""))
+
 
 DEFAULT_FLEET = Fleet(
     [
@@ -240,13 +263,26 @@ DEFAULT_FLEET = Fleet(
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SimModel)}
 
+#: The :class:`SimModel` fields that may change while serving; the others say what the model is.
+TUNABLE_FIELDS = (
+    "ttft_ms",
+    "tokens_per_second",
+    "output_tokens",
+    "context_window",
+    "price_input",
+    "price_output",
+    "price_cached",
+    "embedding_dim",
+    "failure_rate",
+    "failure_modes",
+)
 
-def _model_from_mapping(raw: Any, where: str) -> SimModel:
-    if not isinstance(raw, dict):
-        raise FleetError(f"{where}: must be a mapping of model fields")
-    unknown = sorted(set(raw) - set(_FIELDS))
-    if unknown:
-        raise FleetError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} (known: {', '.join(_FIELDS)})")
+
+def _coerce(raw: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Field values as read from YAML or JSON in :class:`SimModel`'s types (lists into tuples).
+
+    ``prefix`` starts error messages, before the field name.
+    """
     args = dict(raw)
     for name in ("failure_modes", "aliases"):
         if name in args:
@@ -254,11 +290,21 @@ def _model_from_mapping(raw: Any, where: str) -> SimModel:
             if isinstance(value, str | int):
                 value = [value]
             if not isinstance(value, list | tuple):
-                raise FleetError(f"{where}.{name}: must be a list")
+                raise FleetError(f"{prefix}{name}: must be a list")
             args[name] = tuple(str(v) for v in value)
     for name in ("ttft_ms", "tokens_per_second", "price_input", "price_output", "failure_rate"):
         if isinstance(args.get(name), int) and not isinstance(args.get(name), bool):
             args[name] = float(args[name])
+    return args
+
+
+def _model_from_mapping(raw: Any, where: str) -> SimModel:
+    if not isinstance(raw, dict):
+        raise FleetError(f"{where}: must be a mapping of model fields")
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise FleetError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} (known: {', '.join(_FIELDS)})")
+    args = _coerce(raw, f"{where}.")
     if "name" not in args:
         raise FleetError(f"{where}.name: required")
     try:

@@ -5,7 +5,9 @@ Actions: ``generateContent``, ``streamGenerateContent`` (``?alt=sse``: each SSE 
 ``embedContent`` and ``batchEmbedContents``. The same paths are also served under ``/v1``. A stream
 sends one frame per token, then a final frame carrying ``finishReason`` and the full
 ``usageMetadata``. Errors are ``{"error": {"code", "message", "status"}}``; the key must come in the
-``x-goog-api-key`` header (a ``?key=`` query is refused: it ends up in logs).
+``x-goog-api-key`` header (a ``?key=`` query is refused: it ends up in logs). A refusal
+(``x-sim-refusal``) is a candidate without content, ``finishReason: "SAFETY"``, a blocking safety
+rating and the text as ``finishMessage``; streamed, it is just the final frame.
 
 Usage::
 
@@ -36,7 +38,8 @@ from switchboard.sim.words import IMAGE_TOKENS, count_words
 
 __all__ = ["GEMINI", "GEMINI_ARRAY", "GeminiDialect", "get_model", "list_models", "model_action"]
 
-_FINISH = {"stop": "STOP", "stop_sequence": "STOP", "length": "MAX_TOKENS", "tool": "STOP"}
+_FINISH = {"stop": "STOP", "stop_sequence": "STOP", "length": "MAX_TOKENS", "tool": "STOP", "refusal": "SAFETY"}
+_BLOCKED_RATING = {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}
 _STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -167,8 +170,10 @@ def _usage(a: Answer, *, final: bool = True) -> dict[str, Any]:
     p = a.prompt_tokens
     usage: dict[str, Any] = {"promptTokenCount": p}
     if final:
-        usage["candidatesTokenCount"] = a.output_tokens
-        usage["totalTokenCount"] = p + a.output_tokens + a.reasoning_tokens
+        # A refused candidate says nothing: its explanation is not generated output.
+        output = sum(c.token_count for c in a.choices if c.finish != "refusal")
+        usage["candidatesTokenCount"] = output
+        usage["totalTokenCount"] = p + output + a.reasoning_tokens
         if a.cached_tokens:
             usage["cachedContentTokenCount"] = a.cached_tokens
         if a.reasoning_tokens:
@@ -177,6 +182,16 @@ def _usage(a: Answer, *, final: bool = True) -> dict[str, Any]:
         usage["totalTokenCount"] = p
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": p}]
     return usage
+
+
+def _final_candidate(c: Choice, index: int, content: dict[str, Any]) -> dict[str, Any]:
+    """A candidate with its ``finishReason``; a refused one has no content, a blocking rating instead."""
+    if c.finish != "refusal":
+        return {"content": content, "finishReason": _FINISH[c.finish], "index": index}
+    cand: dict[str, Any] = {"finishReason": "SAFETY", "index": index, "safetyRatings": [_BLOCKED_RATING]}
+    if c.text:
+        cand["finishMessage"] = c.text
+    return cand
 
 
 def _content(c: Choice) -> dict[str, Any]:
@@ -260,10 +275,7 @@ class GeminiDialect(Dialect):
         a = turn.answer
         return orjson.dumps(
             {
-                "candidates": [
-                    {"content": _content(c), "finishReason": _FINISH[c.finish], "index": i}
-                    for i, c in enumerate(a.choices)
-                ],
+                "candidates": [_final_candidate(c, i, _content(c)) for i, c in enumerate(a.choices)],
                 "usageMetadata": _usage(a),
                 "modelVersion": turn.model.name,
                 "responseId": turn.id,
@@ -277,6 +289,8 @@ class GeminiDialect(Dialect):
         )
         chunks: list[bytes] = []
         for i, c in enumerate(a.choices):
+            if c.finish == "refusal":
+                continue  # only the final frame
             if c.tool is not None:
                 cand = {"content": _content(c), "index": i}
                 chunks.append(self._frame(orjson.dumps({"candidates": [cand]})[:-1] + b"," + tail[1:]))
@@ -286,10 +300,7 @@ class GeminiDialect(Dialect):
             chunks += [self._frame(prefix + orjson.dumps(t) + suffix) for t in c.tokens]
         final = orjson.dumps(
             {
-                "candidates": [
-                    {"content": {"role": "model"}, "finishReason": _FINISH[c.finish], "index": i}
-                    for i, c in enumerate(a.choices)
-                ],
+                "candidates": [_final_candidate(c, i, {"role": "model"}) for i, c in enumerate(a.choices)],
                 "usageMetadata": _usage(a),
                 "modelVersion": turn.model.name,
                 "responseId": turn.id,

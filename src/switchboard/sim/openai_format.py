@@ -3,7 +3,8 @@
 Shapes follow the official ``openai`` SDK's types: ``chat.completion`` objects, ``chat.completion.chunk``
 SSE frames ending in ``data: [DONE]``, a final ``choices: []`` usage chunk when
 ``stream_options.include_usage`` is set, tool calls streamed as index-keyed fragments, and errors as
-``{"error": {"message", "type", "param", "code"}}``.
+``{"error": {"message", "type", "param", "code"}}``. A refusal (``x-sim-refusal``) is null ``content``
+with the text in ``refusal`` and ``finish_reason: "stop"``, streamed as ``delta.refusal`` pieces.
 
 Usage::
 
@@ -36,7 +37,7 @@ from switchboard.sim.words import IMAGE_TOKENS, count_words
 
 __all__ = ["OPENAI", "OpenAIDialect", "chat_completions", "embeddings", "list_models", "retrieve_model"]
 
-_FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls"}
+_FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls", "refusal": "stop"}
 _FINGERPRINT = "fp_sim"
 _OWNER = "switchboard-sim"
 
@@ -73,10 +74,11 @@ def _usage(a: Answer) -> dict[str, Any]:
 
 
 def _message(c: Choice) -> dict[str, Any]:
+    refused = c.finish == "refusal"
     msg: dict[str, Any] = {
         "role": "assistant",
-        "content": None if c.tool is not None else c.text,
-        "refusal": None,
+        "content": None if c.tool is not None or refused else c.text,
+        "refusal": c.text if refused else None,
         "annotations": [],
     }
     if c.tool is not None:
@@ -300,7 +302,12 @@ class OpenAIDialect(Dialect):
         preamble: list[bytes] = []
         chunks: list[bytes] = []
         for i, c in enumerate(a.choices):
-            delta: dict[str, Any] = {"role": "assistant", "content": None if c.tool else "", "refusal": None}
+            refused = c.finish == "refusal"
+            delta: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if c.tool or refused else "",
+                "refusal": "" if refused else None,
+            }
             if c.tool is not None:
                 delta["tool_calls"] = [
                     {
@@ -314,7 +321,8 @@ class OpenAIDialect(Dialect):
         if len(a.choices) == 1:
             c = a.choices[0]
             if c.tool is None:
-                chunks = [prefix + b'{"content":' + orjson.dumps(t) + b"}" + suffix for t in c.tokens]
+                key = b'{"refusal":' if c.finish == "refusal" else b'{"content":'
+                chunks = [prefix + key + orjson.dumps(t) + b"}" + suffix for t in c.tokens]
             else:
                 chunks = [
                     prefix + b'{"tool_calls":[{"index":0,"function":{"arguments":' + orjson.dumps(f) + b"}}]}" + suffix
@@ -342,7 +350,7 @@ class OpenAIDialect(Dialect):
                 if c.tool is not None:
                     delta: dict[str, Any] = {"tool_calls": [{"index": 0, "function": {"arguments": pieces[i][k]}}]}
                 else:
-                    delta = {"content": pieces[i][k]}
+                    delta = {"refusal" if c.finish == "refusal" else "content": pieces[i][k]}
                 out.append(frame([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]))
         return out
 

@@ -41,6 +41,7 @@ SCRIPT_HEADERS = (
     "x-sim-cache-write-tokens",
     "x-sim-reasoning-tokens",
     "x-sim-tool-call",
+    "x-sim-refusal",
     "x-sim-target",
     "x-sim-times",
     "x-sim-id",
@@ -73,6 +74,7 @@ class Scenario:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     tool_call: Literal["auto", "never", "always"] = "auto"
+    refusal: str | None = None
     injected: str | None = None
 
     @property
@@ -85,6 +87,11 @@ class Scenario:
             or self.malformed
             or self.stream_error_after is not None
         )
+
+    @property
+    def scripted(self) -> bool:
+        """Whether this request is scripted to fail or to refuse: what ``x-sim-times`` counts."""
+        return self.fails or self.refusal is not None
 
     def interval(self) -> float:
         """Seconds between streamed tokens."""
@@ -183,12 +190,15 @@ def _parse(sim: Mapping[str, str], base: Scenario) -> Scenario:
         if mode not in ("auto", "never", "always"):
             raise ScriptError(f"x-sim-tool-call: must be never, always or auto, got {v!r}")
         changes["tool_call"] = mode
+    if (v := g("x-sim-refusal")) is not None:
+        changes["refusal"] = _text("x-sim-refusal", v)
     return dataclasses.replace(base, **changes) if changes else base  # type: ignore[arg-type]
 
 
-def _without_failure(sc: Scenario) -> Scenario:
+def _unscripted(sc: Scenario) -> Scenario:
+    """``sc`` without its scripted failure or refusal (once ``x-sim-times`` is used up)."""
     return dataclasses.replace(
-        sc, status=None, timeout=False, reset_after=None, malformed=False, stream_error_after=None
+        sc, status=None, timeout=False, reset_after=None, malformed=False, stream_error_after=None, refusal=None
     )
 
 
@@ -222,12 +232,12 @@ class Scripts:
         if not sim:
             return self._maybe_inject(base, model)
         sc = _parse(sim, base)
-        if sc.fails and (times := sim.get("x-sim-times")) is not None:
+        if sc.scripted and (times := sim.get("x-sim-times")) is not None:
             limit = _int("x-sim-times", times)
             key = tuple(sorted(sim.items()))
             used = self._times.get(key, 0)
             if used >= limit:
-                return _without_failure(sc)
+                return _unscripted(sc)
             if len(self._times) >= _MAX_COUNTERS:
                 self._times.clear()
             self._times[key] = used + 1
@@ -240,6 +250,8 @@ class Scripts:
         mode = self.rng.choice(model.failure_modes)
         if mode == "reset":
             return dataclasses.replace(sc, reset_after=self.rng.randrange(max(model.output_tokens, 1)), injected=mode)
+        if mode == "early-reset":
+            return dataclasses.replace(sc, reset_after=0, injected=mode)
         if mode == "timeout":
             return dataclasses.replace(sc, timeout=True, injected=mode)
         if mode == "malformed":

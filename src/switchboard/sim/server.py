@@ -6,6 +6,7 @@ Usage::
         client = openai.AsyncOpenAI(base_url=f"{sim.base_url}/v1", api_key="x")
         ...
         await sim.stats.wait_until(lambda s: s.cancelled_by_client == 1)
+        sim.update_model("sim-claude", failure_rate=0.5, failure_modes=["529"])  # or POST /_sim/models/sim-claude
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import signal
 import sys
 from collections import deque
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import orjson
 
 from switchboard.sim import anthropic_format, gemini_format, openai_format
+from switchboard.sim.control import MODELS_PREFIX, UpdateModel, model_settings
 from switchboard.sim.dialect import Dialect, SimContext
-from switchboard.sim.fleet import DEFAULT_FLEET, Fleet, FleetError, load_fleet
+from switchboard.sim.fleet import DEFAULT_FLEET, Fleet, FleetError, SimModel, load_fleet
 from switchboard.sim.gemini_format import GEMINI
 from switchboard.sim.http import HttpConnection, Reply, Respond, SimRequest, SimStats
 from switchboard.sim.openai_format import OPENAI
@@ -44,10 +46,14 @@ def _dialect_for_models(req: SimRequest) -> Dialect:
 
 
 class _Router:
-    """Maps a request to its endpoint; authentication is checked in the endpoint's format."""
+    """Maps a request to its endpoint; authentication is checked in the endpoint's format.
 
-    def __init__(self, ctx: SimContext) -> None:
+    ``update_model`` serves the control endpoint (``/_sim/models/{name}``), which needs no key.
+    """
+
+    def __init__(self, ctx: SimContext, update_model: UpdateModel) -> None:
         self.ctx = ctx
+        self._update_model = update_model
 
     def __call__(self, req: SimRequest) -> Reply:
         ctx = self.ctx
@@ -55,6 +61,8 @@ class _Router:
         if path.endswith("/") and len(path) > 1:
             path = path.rstrip("/")
         method = req.method
+        if path.startswith(MODELS_PREFIX):
+            return model_settings(req, path[len(MODELS_PREFIX) :], ctx.fleet, self._update_model)
         if method == "POST":
             if path == "/v1/chat/completions":
                 return self._authed(OPENAI, req) or openai_format.chat_completions(ctx, req)
@@ -152,6 +160,20 @@ class SimServer:
         """The most recent requests received, oldest first."""
         return self._ctx.recent
 
+    def update_model(self, name: str, /, **fields: Any) -> SimModel:
+        """Change one model's settings while serving; the next request sees them. Returns the model.
+
+        ``fields`` are :data:`~switchboard.sim.fleet.TUNABLE_FIELDS`, values as in a fleet file. An unknown
+        model raises ``KeyError``, a bad field or value :class:`FleetError`; the fleet is then unchanged::
+
+            sim.update_model("sim-claude", failure_rate=0.2, failure_modes=["529", "reset"])
+        """
+        fleet = self._ctx.fleet.tune(name, fields)
+        self._ctx.fleet = fleet
+        model = fleet.get(name)
+        assert model is not None  # tune raised KeyError otherwise
+        return model
+
     def reseed(self, seed: int) -> None:
         """Restart the failure-injection RNG from ``seed``."""
         self._ctx.scripts.rng.seed(seed)
@@ -173,7 +195,7 @@ class SimServer:
         if self._server is not None:
             return
         loop = asyncio.get_running_loop()
-        router = _Router(self._ctx)
+        router = _Router(self._ctx, self.update_model)
         ctx = self._ctx
         self._server = await loop.create_server(
             lambda: HttpConnection(router, ctx.stats, self._connections, ctx.recent),

@@ -96,6 +96,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX requests_caller ON requests (caller, started_at)",
         ),
     ),
+    Migration(
+        "0002_unsatisfactory",
+        ("ALTER TABLE requests ADD COLUMN unsatisfactory TEXT",),
+    ),
 )
 
 #: The ``requests`` columns, in :class:`RequestRecord` field order (a test pins the two together).
@@ -122,6 +126,7 @@ COLUMNS: tuple[str, ...] = (
     "reasoning_tokens",
     "cost_usd",
     "partial",
+    "unsatisfactory",
     "metadata",
 )
 
@@ -200,6 +205,7 @@ def _to_row(r: RequestRecord) -> Row:
         r.reasoning_tokens,
         r.cost_usd,
         r.partial,
+        r.unsatisfactory,
         orjson.dumps(r.metadata).decode(),
     )
 

@@ -18,7 +18,15 @@ __all__ = ["Attempt", "RequestRecord", "cost_usd"]
 
 @dataclass(slots=True)
 class Attempt:
-    """One call to one deployment. ``outcome`` is ``ok`` or ``error``; ``error`` names the error class."""
+    """One call to one deployment, or one deployment passed over.
+
+    ``outcome`` is ``ok``, ``error``, ``unsatisfactory`` (an answer the validators rejected),
+    ``skipped`` (circuit open) or ``cancelled``; ``reason`` says why in one word (``timeout``,
+    ``http_503``, ``rate_limited``, ``empty``, ``refusal``, ``hedge_lost``, ``circuit_open`` …) and
+    ``error`` in a sentence. ``model`` is the public model whose deployment this was (it differs from
+    the request's on a fallback), ``retry`` counts earlier tries of the same deployment, ``hedge`` marks
+    an attempt started in parallel. ``cost_usd`` is what the attempt cost, when it is known.
+    """
 
     deployment: str
     provider: str
@@ -26,6 +34,12 @@ class Attempt:
     latency_ms: float
     error: str | None = None
     http_status: int | None = None
+    reason: str | None = None
+    model: str | None = None
+    retry: int = 0
+    hedge: bool = False
+    cost_usd: float | None = None
+    input_price: float | None = None
 
 
 @dataclass(slots=True)
@@ -33,7 +47,8 @@ class RequestRecord:
     """What happened to one request: who asked, where it went, how it went, what it cost.
 
     ``status`` is the HTTP status the client saw; ``partial`` marks a stream that ended with an
-    error after content had been sent.
+    error after content had been sent; ``unsatisfactory`` says why the answer delivered failed
+    validation, when every candidate's answer did (the last one is delivered rather than an error).
     """
 
     request_id: str
@@ -58,6 +73,7 @@ class RequestRecord:
     reasoning_tokens: int = 0
     cost_usd: float = 0.0
     partial: bool = False
+    unsatisfactory: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
 

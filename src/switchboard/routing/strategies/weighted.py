@@ -9,12 +9,15 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from switchboard.config.model import DeploymentConfig
 from switchboard.routing.plan import Candidate, RequestFeatures, RoutePlan
 
-__all__ = ["capability_gaps", "select"]
+__all__ = ["UNAVAILABLE", "capability_gaps", "select"]
+
+#: The exclusion reason of a deployment whose breaker is open or that is cooling down.
+UNAVAILABLE = "unavailable (circuit open or cooling down)"
 
 
 def capability_gaps(features: RequestFeatures, deployment: DeploymentConfig) -> list[str]:
@@ -31,13 +34,15 @@ def capability_gaps(features: RequestFeatures, deployment: DeploymentConfig) -> 
 
 
 def select(
-    features: RequestFeatures, deployments: Sequence[DeploymentConfig], draws: Sequence[float]
+    features: RequestFeatures, deployments: Sequence[DeploymentConfig], draws: Sequence[float],
+    unavailable: Mapping[str, float] | None = None,
 ) -> RoutePlan:
-    """Order capable deployments by weighted sampling without replacement.
+    """Order capable, available deployments by weighted sampling without replacement.
 
     Each deployment gets the key ``draw ** (1 / weight)`` (Efraimidis–Spirakis): sorting by it
     descending is a weighted random permutation, so the first candidate is chosen with probability
-    proportional to its weight and the rest form the fallback order.
+    proportional to its weight and the rest form the fallback order. ``unavailable`` (deployment id →
+    when it may take traffic again) is the health snapshot: those deployments are set aside.
     """
     scored: list[Candidate] = []
     excluded: list[tuple[str, str]] = []
@@ -45,6 +50,9 @@ def select(
         gaps = capability_gaps(features, dep)
         if gaps:
             excluded.append((dep.id, "lacks " + ", ".join(gaps)))
+            continue
+        if unavailable and dep.id in unavailable:
+            excluded.append((dep.id, UNAVAILABLE))
             continue
         key = draw ** (1.0 / dep.weight)
         scored.append(Candidate(dep, key, f"weight {dep.weight:g}"))
