@@ -4,7 +4,8 @@ import switchboard
 
 EXPECTED = {
     "ChatRequest", "ChatResponse", "ChatStream", "Config", "ConfigError", "ContextLengthExceeded",
-    "EmbeddingRequest", "EmbeddingResponse", "Gateway", "ImagePart", "InvalidRequest", "Message", "ModelNotFound",
+    "EmbeddingRequest", "EmbeddingResponse", "Feedback", "Gateway", "ImagePart", "InvalidRequest", "Message",
+    "ModelNotFound",
     "RateLimited", "RequestContext", "ResponseFormat", "StreamFinish", "StreamStart", "StreamUsage",
     "SwitchboardError", "TextDelta", "TextPart", "ToolCall", "ToolCallDelta", "ToolCallStart", "ToolChoice",
     "ToolSpec", "UpstreamError", "Usage", "__version__", "config_from_environment", "load_config", "parse_config",

@@ -21,6 +21,7 @@ from switchboard.errors import (
     UpstreamError,
 )
 from switchboard.gateway import ChatStream, Gateway, RequestContext
+from switchboard.routing.bandit import Feedback
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
@@ -53,6 +54,7 @@ __all__ = [
     "ContextLengthExceeded",
     "EmbeddingRequest",
     "EmbeddingResponse",
+    "Feedback",
     "Gateway",
     "ImagePart",
     "InvalidRequest",

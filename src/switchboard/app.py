@@ -30,6 +30,8 @@ from switchboard.errors import (
 )
 from switchboard.gateway import ChatStream, Gateway, RequestContext, new_request_id
 from switchboard.ingress import anthropic_wire, openai_wire
+from switchboard.ingress.feedback_wire import parse_feedback
+from switchboard.routing.explain import explanation
 from switchboard.schemas.canonical import ChatRequest
 from switchboard.storage.records import RecordSink
 from switchboard.telemetry.record import RequestRecord
@@ -81,6 +83,7 @@ class SwitchboardApp:
             ("POST", "/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
+            ("POST", "/v1/feedback"): self._feedback,
             ("GET", "/health/live"): self._live,
             ("GET", "/health/ready"): self._ready,
         }
@@ -153,6 +156,9 @@ class SwitchboardApp:
         body = await self._json_body(scope, receive, ex)
         req = openai_wire.parse_chat_request(body)
         ctx = self._context(ex, "chat", req)
+        if _dry_run(ex):
+            await self._explain(send, ex, ctx, req)
+            return
         if req.stream:
             include_usage = req.include_usage
 
@@ -168,6 +174,9 @@ class SwitchboardApp:
         body = await self._json_body(scope, receive, ex)
         req = anthropic_wire.parse_messages_request(body)
         ctx = self._context(ex, "messages", req)
+        if _dry_run(ex):
+            await self._explain(send, ex, ctx, req)
+            return
         if req.stream:
             await self._stream(send, receive, ex, ctx, req, anthropic_wire.AnthropicStreamEncoder)
             return
@@ -197,9 +206,22 @@ class SwitchboardApp:
 
     async def _model_by_id(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         name = scope["path"].split("/models/", 1)[1]
-        self.gateway.lookup(name, None)
+        if name not in self.gateway.routers:
+            self.gateway.lookup(name, None)
         payload = {"id": name, "object": "model", "created": _STARTED, "owned_by": "switchboard"}
         await self._send(send, ex, 200, orjson.dumps(payload), [])
+
+    async def _explain(self, send: Send, ex: _Exchange, ctx: RequestContext, req: ChatRequest) -> None:
+        """The dry run: how the request would be routed, without calling any upstream (and unrecorded)."""
+        ex.recorded = True
+        plan = await self.gateway.plan(req, ctx)
+        await self._send(send, ex, 200, orjson.dumps(explanation(plan)), [])
+
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        body = await self._json_body(scope, receive, ex)
+        request_id, feedback = parse_feedback(body)
+        result = await self.gateway.feedback(request_id, feedback)
+        await self._send(send, ex, 200, orjson.dumps(result), [])
 
     async def _live(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         await self._send(send, ex, 200, b'{"status":"live"}', [])
@@ -329,6 +351,7 @@ class SwitchboardApp:
         attempts = rec.attempts
         out: Headers = [
             (b"x-switchboard-model", (rec.public_model or "").encode("latin-1", "replace")),
+            *([(b"x-switchboard-router", rec.router.encode("latin-1", "replace"))] if rec.router else []),
             (b"x-switchboard-deployment", (rec.deployment or "").encode("latin-1", "replace")),
             (b"x-switchboard-attempts", str(len(attempts)).encode()),
         ]
@@ -438,6 +461,17 @@ def _attempt_log(rec: RequestRecord) -> bytes:
 
 
 _STARTED = int(time.time())
+def _dry_run(ex: _Exchange) -> bool:
+    value = ex.headers.get("x-switchboard-dry-run")
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise InvalidRequest("The x-switchboard-dry-run header must be true or false.", param="x-switchboard-dry-run")
+
+
 _API_ENDPOINTS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/v1/messages": "messages",
                   "/v1/embeddings": "embeddings", "/embeddings": "embeddings"}
 

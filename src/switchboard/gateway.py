@@ -12,15 +12,17 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from switchboard.config.model import Config, DeploymentConfig, ModelConfig, ProviderConfig
-from switchboard.errors import InvalidRequest, ModelNotFound, SwitchboardError
+from switchboard.errors import InvalidRequest, ModelNotFound, NotFound, SwitchboardError
 from switchboard.execution.breaker import BreakerBoard, BreakerSettings, BreakerState, ChangeHook
 from switchboard.execution.executor import Executor, ModelPolicy, Route
 from switchboard.execution.hedging import HedgeBudget
@@ -29,20 +31,25 @@ from switchboard.execution.probes import HealthProber, ProbeTarget
 from switchboard.execution.validators import load_validator
 from switchboard.providers.base import Provider, create_provider
 from switchboard.providers.http import HttpClient
-from switchboard.routing.plan import RequestFeatures, RoutePlan
-from switchboard.routing.strategies import weighted
+from switchboard.routing.bandit import BanditStateError, Feedback, Signal
+from switchboard.routing.eligibility import UNAVAILABLE, BalanceView
+from switchboard.routing.features import features_of, replay_input
+from switchboard.routing.plan import RequestFeatures, RouteDecision, RoutePlan
+from switchboard.routing.router import Router
+from switchboard.routing.stages import FeedbackBandit, build_router, warm
+from switchboard.routing.strategies import BALANCERS
 from switchboard.schemas.canonical import (
     ChatRequest,
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    ImagePart,
     StreamEvent,
     StreamUsage,
     Usage,
 )
 from switchboard.schemas.ids import new_id
 from switchboard.storage.records import RecordSink
+from switchboard.storage.state import SQLiteStateStore
 from switchboard.telemetry.record import Attempt, RequestRecord, cost_usd
 
 __all__ = ["ChatStream", "Gateway", "RequestContext", "new_request_id"]
@@ -54,6 +61,10 @@ _NEVER_FORWARD = frozenset({
     "authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "host", "content-length",
     "content-type", "connection", "transfer-encoding", "anthropic-version", "proxy-authorization",
 })
+
+
+#: How many recent routed requests feedback can find without reading the records.
+_RECENT_DECISIONS = 50_000
 
 
 def new_request_id() -> str:
@@ -118,8 +129,18 @@ class Gateway:
             self._names[name] = (name, model)
             for alias in model.aliases:
                 self._names[alias] = (name, model)
-        self._records = records
         self._rng = rng or random.Random()
+        self.routers: dict[str, Router] = {}
+        for name, rc in config.routers.items():
+            router = build_router(name, rc, config, self, self._rng)
+            self.routers[name] = router
+            for alias in rc.aliases:
+                self.routers[alias] = router
+        self._turns: dict[str, int] = {}
+        self._live_models = {name for name, m in config.models.items()
+                             if m.balance in ("least_inflight", "latency")
+                             or any(d.rpm is not None or d.tpm is not None for d in m.deployments)}
+        self._records = records
         self._policies = {name: _policy(name, model, config) for name, model in config.models.items()}
         breaker_settings: dict[str, BreakerSettings] = {}
         for name, model in config.models.items():
@@ -133,14 +154,64 @@ class Gateway:
         self.stats = LiveStats()
         self._executor = Executor(self._providers, self._forwarding_for, breakers=self.breakers,
                                   stats=self.stats, rng=self._rng)
+        self._upkeep: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+        self._state: SQLiteStateStore | None = None
+        # Which router decision each recent request came from, for feedback on it (bounded).
+        self._decisions: OrderedDict[str, tuple[str, str | None, str]] = OrderedDict()
 
     async def __aenter__(self) -> Gateway:
         self.start()
         return self
 
     def start(self) -> None:
-        """Start background work (active health probes, when configured); needs a running loop."""
+        """Start background work (active health probes; routers' warm-up and the saving of what they
+        learned); needs a running loop."""
         self._prober.start()
+        if self.config.routers and self._upkeep is None:
+            self._ready = asyncio.Event()
+            self._upkeep = asyncio.get_running_loop().create_task(self._routing_upkeep(self._ready))
+
+    async def wait_ready(self) -> None:
+        """Wait until the routers have restored what they learned and loaded their models (returns at
+        once when there is nothing to wait for)."""
+        if self._ready is not None and self._upkeep is not None and not self._upkeep.done():
+            ready = asyncio.ensure_future(self._ready.wait())
+            await asyncio.wait([ready, self._upkeep], return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+
+    def _bandits(self) -> dict[str, FeedbackBandit]:
+        return {name: r.bandit for name, r in self.routers.items()
+                if name in self.config.routers and isinstance(r.bandit, FeedbackBandit)}
+
+    async def _routing_upkeep(self, ready: asyncio.Event) -> None:
+        """Restore the bandits' state, load the routers' models, then save the bandits periodically."""
+        bandits = self._bandits()
+        if bandits:
+            self._state = await asyncio.to_thread(SQLiteStateStore, self.config.state.path)
+            for name, bandit in bandits.items():
+                saved = await asyncio.to_thread(self._state.load, bandit.state_key(name))
+                if saved is not None:
+                    try:
+                        bandit.restore(saved)
+                    except BanditStateError as exc:
+                        log.warning("router %s: saved feedback state not restored (%s); starting afresh", name, exc)
+        for name, router in self.routers.items():
+            if name in self.config.routers:
+                try:
+                    await warm(router)
+                except Exception:
+                    log.exception("router %s: could not load its models ahead of traffic", name)
+        ready.set()
+        while bandits:
+            await asyncio.sleep(self.config.state.save_interval)
+            await self._save_state()
+
+    async def _save_state(self) -> None:
+        if self._state is None:
+            return
+        for name, bandit in self._bandits().items():
+            await asyncio.to_thread(self._state.save, bandit.state_key(name), bandit.bandit.to_state())
 
     def _breaker_changed(self, deployment: str, old: BreakerState, new: BreakerState) -> None:
         if new == "open":
@@ -155,20 +226,38 @@ class Gateway:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop background work; close upstream connections (when the gateway owns its HTTP client)."""
+        """Stop background work and save what routers learned; close upstream connections (when the
+        gateway owns its HTTP client)."""
         await self._prober.aclose()
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
+            self._upkeep = None
+            await self._save_state()
+            if self._state is not None:
+                await asyncio.to_thread(self._state.close)
+                self._state = None
         if self._own_http:
             await self._http.aclose()
 
     # -- model catalogue ---------------------------------------------------------------------
 
     def model_names(self) -> list[tuple[str, str]]:
-        """``(name, target)`` for every public model and alias; ``target`` is the model an alias names."""
+        """``(name, target)`` for every public model, router and alias; ``target`` is the model or router
+        an alias names."""
         out: list[tuple[str, str]] = []
         for name, model in self.config.models.items():
             out.append((name, name))
             out.extend((alias, name) for alias in model.aliases)
+        for name, rc in self.config.routers.items():
+            out.append((name, name))
+            out.extend((alias, name) for alias in rc.aliases)
         return out
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is a public model, a router or an alias of one."""
+        return name in self._names or name in self.routers
 
     def lookup(self, name: str, kind: str | None = "chat") -> tuple[str, ModelConfig]:
         """The public model behind ``name`` (a model name or alias) that serves ``kind`` (any if None)."""
@@ -183,25 +272,101 @@ class Gateway:
                                  param="model", code="model_not_supported")
         return public, model
 
-    def plan(self, request: ChatRequest) -> RoutePlan:
-        """The route plan for ``request`` without executing it."""
-        public, model = self.lookup(request.model)
-        return self._route(public, model, _features(public, request), None).plan
+    async def plan(self, request: ChatRequest, ctx: RequestContext | None = None) -> RoutePlan:
+        """The route plan for ``request`` without executing it: for a router, its decision (in
+        ``plan.decision``) and the chosen model's deployments. Nothing is sent upstream."""
+        ctx = ctx or RequestContext.create(endpoint="chat")
+        public, model, features, decision = await self._resolve(request, ctx)
+        route = self._route(public, model, features, None, decision)
+        route.plan.decision = decision
+        return route.plan
+
+    async def _resolve(self, request: ChatRequest, ctx: RequestContext,
+                       ) -> tuple[str, ModelConfig, RequestFeatures, RouteDecision | None]:
+        """The model that serves ``request``: the one it names, or its router's choice."""
+        router = self.routers.get(request.model)
+        if router is None:
+            public, model = self.lookup(request.model)
+            return public, model, features_of(request, public, headers=ctx.client_headers), None
+        features = features_of(request, router.name, caller=ctx.record.caller, headers=ctx.client_headers)
+        live = {d.id: s.snapshot() for m in router.config.models for d in self.config.models[m].deployments
+                if (s := self.stats.peek(d.id)) is not None}
+        decision = await router.decide(features, request.messages, live, self.breakers.unavailable())
+        public, model = self._names[decision.model]
+        ctx.record.router = router.name
+        ctx.record.route = route = decision.to_dict()
+        route["input"] = replay_input(features, request, self.config.records.capture_prompts)
+        self._decisions[ctx.request_id] = (router.name, decision.context, decision.model)
+        if len(self._decisions) > _RECENT_DECISIONS:
+            self._decisions.popitem(last=False)
+        return public, model, features.for_model(public), decision
+
+    async def feedback(self, request_id: str, feedback: Feedback) -> dict[str, object]:
+        """Learn from feedback on the answer to ``request_id`` (a request its router served).
+
+        Raises :class:`NotFound` when the request is unknown or was not routed by a router.
+        """
+        found = self._decisions.get(request_id)
+        if found is None:
+            found = await self._decision_from_records(request_id)
+        if found is None:
+            raise NotFound(f"No routed request with id '{request_id}' is known (feedback applies to requests "
+                           "sent to a router).", param="request_id")
+        router_name, context, model = found
+        router = self.routers.get(router_name)
+        bandit = router.bandit if router is not None else None
+        reward: float | None = None
+        if isinstance(bandit, FeedbackBandit) and context is not None:
+            reward = bandit.observe(context, model, feedback)
+        return {"request_id": request_id, "router": router_name, "model": model, "reward": reward,
+                "learned": reward is not None}
+
+    async def _decision_from_records(self, request_id: str) -> tuple[str, str | None, str] | None:
+        query = getattr(self._records, "query", None)
+        if query is None:
+            return None
+        from switchboard.storage.records import RecordQuery
+
+        found = await asyncio.to_thread(query, RecordQuery(request_id=request_id, limit=1))
+        for rec in found:
+            if rec.router is not None and rec.route is not None:
+                return rec.router, rec.route.get("context"), str(rec.route.get("model"))
+        return None
+
+    def _learn_from_outcome(self, rec: RequestRecord) -> None:
+        """Automatic signals for the bandit, about the quality of the chosen model's answers only: an
+        answer a validator rejected, or a refusal that sent the request elsewhere, counts against it.
+        Outages, rate limits and timeouts say nothing about quality and teach it nothing."""
+        if rec.route is None:
+            return
+        router = self.routers.get(rec.router or "")
+        bandit = router.bandit if router is not None else None
+        context = rec.route.get("context")
+        if not isinstance(bandit, FeedbackBandit) or not isinstance(context, str):
+            return
+        chosen = str(rec.route.get("model"))
+        mine = [a for a in rec.attempts if a.model in (None, chosen)]
+        if any(a.outcome == "unsatisfactory" for a in mine):
+            bandit.observe(context, chosen, Signal.VALIDATOR_FAILED)
+        elif any(a.reason == "refusal" for a in mine):
+            bandit.observe(context, chosen, Signal.FALLBACK_AWAY)
 
     def _route(self, public: str, model: ModelConfig, features: RequestFeatures,
-               ctx: RequestContext | None) -> Route:
+               ctx: RequestContext | None, decision: RouteDecision | None = None) -> Route:
         policy = self._policies[public]
+        if decision is not None and len(decision.ranking) > 1:
+            extra = tuple(m for m in decision.ranking[1:] if m not in policy.fallbacks)
+            policy = replace(policy, fallbacks=policy.fallbacks + extra)
         res = policy.resilience
         plan = self._select(features, model)
-        if not plan.candidates and not policy.fallbacks and all(r != weighted.UNAVAILABLE for _, r in plan.excluded):
+        if not plan.candidates and not policy.fallbacks and all(r != UNAVAILABLE for _, r in plan.excluded):
             why = "; ".join(f"{d}: {r}" for d, r in plan.excluded)
             raise InvalidRequest(f"No deployment of '{public}' can serve this request ({why}).",
                                  param="model", code="model_not_supported")
 
         def plan_for(name: str) -> RoutePlan:
             target, target_model = self._names[name]
-            return self._select(RequestFeatures(target, features.needs_tools, features.needs_vision,
-                                                features.needs_json), target_model)
+            return self._select(features.for_model(target), target_model)
 
         budget = res.deadline if ctx is None or ctx.timeout is None else ctx.timeout
         deadline = asyncio.get_running_loop().time() + min(budget, res.max_deadline) if ctx is not None else 0.0
@@ -210,7 +375,15 @@ class Gateway:
     def _select(self, features: RequestFeatures, model: ModelConfig) -> RoutePlan:
         deps = model.deployments
         draws = [self._rng.random() for _ in deps] if len(deps) > 1 else [1.0]
-        return weighted.select(features, deps, draws, self.breakers.unavailable())
+        public = features.public_model
+        turn = self._turns.get(public, 0)
+        if model.balance == "round_robin":
+            self._turns[public] = turn + 1
+        stats = {}
+        if public in self._live_models:
+            stats = {d.id: s.snapshot() for d in deps if (s := self.stats.peek(d.id)) is not None}
+        view = BalanceView(draws, self.breakers.unavailable(), stats, turn)
+        return BALANCERS[model.balance](features, deps, view)
 
     def _forwarding_for(self, deployment: DeploymentConfig, headers: Mapping[str, str]) -> dict[str, str]:
         return self._forwarding[deployment.provider].pick(headers)
@@ -222,9 +395,9 @@ class Gateway:
         ctx = ctx or RequestContext.create(endpoint="chat")
         rec = ctx.record
         try:
-            public, model = self.lookup(request.model)
+            public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
-            route = self._route(public, model, _features(public, request), ctx)
+            route = self._route(public, model, features, ctx, decision)
             done = await self._executor.chat(route, request, ctx)
             rec.unsatisfactory = done.unsatisfactory
             self._settle(rec, done.deployment, done.value.usage, done.attempt)
@@ -250,9 +423,9 @@ class Gateway:
         rec = ctx.record
         rec.stream = True
         try:
-            public, model = self.lookup(request.model)
+            public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
-            route = self._route(public, model, _features(public, request), ctx)
+            route = self._route(public, model, features, ctx, decision)
             started = await self._executor.stream(route, request, ctx)
             rec.unsatisfactory = started.unsatisfactory
         except SwitchboardError as exc:
@@ -290,13 +463,13 @@ class Gateway:
 
     # -- record keeping ----------------------------------------------------------------------
 
-    @staticmethod
-    def _settle(rec: RequestRecord, dep: DeploymentConfig, usage: Usage | None, winner: Attempt) -> None:
+    def _settle(self, rec: RequestRecord, dep: DeploymentConfig, usage: Usage | None, winner: Attempt) -> None:
         rec.deployment = dep.id
         rec.provider = dep.provider
         rec.upstream_model = dep.model
         if usage is not None:
             _apply_usage(rec, usage, dep, winner)
+            self.stats.for_deployment(dep.id).observe_tokens(usage.input_tokens + usage.output_tokens)
 
     @staticmethod
     def _fail(rec: RequestRecord, exc: SwitchboardError) -> None:
@@ -308,6 +481,8 @@ class Gateway:
         rec = ctx.record
         if not rec.latency_ms:
             rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
+        if rec.router is not None and rec.status < 400:
+            self._learn_from_outcome(rec)
         if self._records is not None:
             self._records.submit(rec)
 
@@ -335,15 +510,6 @@ def _apply_usage(rec: RequestRecord, usage: Usage, dep: DeploymentConfig, winner
 def _gone(rec: RequestRecord) -> None:
     rec.status = 499
     rec.error_type = "ClientDisconnected"
-
-
-def _features(public: str, request: ChatRequest) -> RequestFeatures:
-    return RequestFeatures(
-        public_model=public,
-        needs_tools=bool(request.tools) and (request.tool_choice is None or request.tool_choice.mode != "none"),
-        needs_vision=any(isinstance(p, ImagePart) for m in request.messages for p in m.content),
-        needs_json=request.response_format is not None and request.response_format.type != "text",
-    )
 
 
 def _policy(name: str, model: ModelConfig, config: Config) -> ModelPolicy:
@@ -446,6 +612,8 @@ class ChatStream:
                 rec.error_type = "ClientDisconnected"
             if self.usage is not None:
                 _apply_usage(rec, self.usage, self.deployment, self._attempt)
+                self._gateway.stats.for_deployment(self.deployment.id).observe_tokens(
+                    self.usage.input_tokens + self.usage.output_tokens)
             # The record is complete before the upstream connection closes.
             self._gateway._submit(self.ctx)
             aclose = getattr(self._rest, "aclose", None)

@@ -116,6 +116,8 @@ def test_attempt_reasons_hedges_and_fallback_models_are_shown() -> None:
     assert format_record(rec)[1] == "    ↳ attempts: a error(timeout) 501ms → b ok hedge via backup 80ms"
     rec.unsatisfactory = "length"
     assert format_record(rec)[-1] == "    ↳ every answer failed validation; delivered anyway: length"
+    rec.router, rec.route = "auto", {"model": "chain", "steps": [{"stage": "rules", "outcome": "rule 1 (x) matched"}]}
+    assert format_record(rec)[-1] == "    ↳ router auto: rule 1 (x) matched"
 
 
 def test_long_values_are_clipped_to_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,7 +115,7 @@ def test_live_stats_creates_per_deployment_and_snapshots() -> None:
     live.for_deployment("b")
     snap = live.snapshot()
     assert snap["a"] == StatsSnapshot(ttft_p50=2.0, ttft_p95=pytest.approx(2.9), ttft_ewma=2.0, tps_ewma=10.0,
-                                      in_flight=1, successes=0, failures=1)
+                                      in_flight=1, successes=0, failures=1, requests_last_minute=1)
     assert snap["b"] == StatsSnapshot(None, None, None, None, 0, 0, 0)
     a.end()
     assert snap["a"].in_flight == 1  # a copy, not a view

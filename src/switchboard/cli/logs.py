@@ -72,6 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--since", type=_time_arg, help="from this time: 15m, 2h, 1d or an ISO timestamp")
     p.add_argument("--until", type=_time_arg, help="before this time (same forms as --since)")
     p.add_argument("--model", help="only this public model name")
+    p.add_argument("--router", help="only requests to this router")
     p.add_argument("--deployment", help="only this deployment id (e.g. openai/gpt-4o-mini)")
     p.add_argument("--status", type=int, help="only this HTTP status")
     p.add_argument("--errors", action="store_true", help="only failures (status >= 400 or a cut stream)")
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         only_errors=args.errors,
         caller=args.caller,
         request_id=args.request_id,
+        router=args.router,
         limit=args.limit or None,
     )
     out = sys.stdout
@@ -180,6 +182,10 @@ def format_record(r: RequestRecord) -> list[str]:
         lines.append(_clip(f"    ↳ attempts: {steps}".replace("\n", " "), _WIDTH))
     if r.unsatisfactory:
         lines.append(_clip(f"    ↳ every answer failed validation; delivered anyway: {r.unsatisfactory}", _WIDTH))
+    if r.router is not None and r.route is not None:
+        last = (r.route.get("steps") or [{}])[-1]
+        why = last.get("outcome", "") if isinstance(last, dict) else ""
+        lines.append(_clip(f"    ↳ router {r.router}: {why}".replace("\n", " "), _WIDTH))
     return lines
 
 

@@ -6,6 +6,9 @@ Usage::
     switchboard sim [--port P] [--fleet FILE]
     switchboard check-config FILE
     switchboard logs [--since 1h] [--model M] [--errors] [--json]
+    switchboard router train --data FILES --out DIR [--models M …] [--seed N]
+    switchboard router eval --data FILES [--train FILES] [--model DIR] [--plot PNG] [--json]
+    switchboard route explain --model auto "text"
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from switchboard.cli import check_config, logs, serve
+    from switchboard.cli import check_config, logs, router, serve
 
     parser = argparse.ArgumentParser(prog="switchboard", description="An AI router for LLM deployments.")
     parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
@@ -29,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     check_config.add_parser(sub)
+    from switchboard.cli import route
+
+    route.add_parser(sub)
     logs.add_parser(sub)
+    router.add_parser(sub)
     return parser
 
 

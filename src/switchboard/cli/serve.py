@@ -100,9 +100,11 @@ def resolve_config(path: str | None, env: Mapping[str, str]) -> ResolvedConfig:
 
 
 def _sim_config(url: str, env: Mapping[str, str]) -> Config:
-    from switchboard.sim.fleet import DEFAULT_FLEET, gateway_config_for_fleet
+    from switchboard.sim.fleet import DEFAULT_FLEET, demo_router, gateway_config_for_fleet
 
-    return parse_config(gateway_config_for_fleet(DEFAULT_FLEET, url), env=env, source="simulated fleet")
+    raw = gateway_config_for_fleet(DEFAULT_FLEET, url)
+    raw["routers"] = demo_router(DEFAULT_FLEET)
+    return parse_config(raw, env=env, source="simulated fleet")
 
 
 def _with_overrides(cfg: Config, host: str | None, port: int | None, workers: int | None) -> Config:

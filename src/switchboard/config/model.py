@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from switchboard.config.routers import BalanceStrategy, RouterConfig
+
 __all__ = [
     "BreakerConfig",
     "Capabilities",
@@ -28,6 +30,7 @@ __all__ = [
     "ResilienceConfig",
     "RetryConfig",
     "ServerConfig",
+    "StateConfig",
 ]
 
 ProviderType = Literal["openai", "anthropic", "gemini"]
@@ -90,6 +93,8 @@ class DeploymentConfig(_Frozen):
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
 
     @property
     def id(self) -> str:
@@ -177,13 +182,15 @@ class ModelConfig(_Frozen):
     ``fallbacks`` are public models tried, in order, when every deployment of this one failed;
     ``context_fallback`` serves prompts too long for this model's context window and
     ``refusal_fallback`` requests this model refused. ``resilience`` (filled in from the top level by
-    the loader) overrides the top-level settings for this model.
+    the loader) overrides the top-level settings for this model. ``balance`` is how requests spread over
+    the deployments.
     """
 
     kind: Literal["chat", "embedding"] = "chat"
     aliases: tuple[str, ...] = ()
     description: str | None = None
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
+    balance: BalanceStrategy = "weighted"
     fallbacks: tuple[str, ...] = ()
     context_fallback: str | None = None
     refusal_fallback: str | None = None
@@ -199,13 +206,24 @@ class ServerConfig(_Frozen):
 
 
 class RecordsConfig(_Frozen):
-    """Where request records go. The request path never waits on this."""
+    """Where request records go. The request path never waits on this. With ``capture_prompts`` the
+    record of a routed request keeps its prompt text (the last 16,000 characters), so that
+    ``switchboard router replay`` can run it through another policy; off by default."""
 
     enabled: bool = True
     path: str = "switchboard.db"
     queue_size: int = Field(10_000, ge=1)
     batch_size: int = Field(256, ge=1)
     flush_interval: float = Field(0.5, gt=0)
+    capture_prompts: bool = False
+
+
+class StateConfig(_Frozen):
+    """Where learned routing state (the feedback bandit) is kept between restarts, and how often it is
+    saved while running."""
+
+    path: str = "switchboard-state.db"
+    save_interval: float = Field(30.0, gt=0)
 
 
 class Config(_Frozen):
@@ -215,7 +233,9 @@ class Config(_Frozen):
     records: RecordsConfig = Field(default_factory=RecordsConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routers: dict[str, RouterConfig] = Field(default_factory=dict)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     source: str = Field("file", exclude=True)
 
     def resilience_for(self, model: str) -> ResilienceConfig:

@@ -16,9 +16,11 @@ Usage::
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RESORT_EVERY", "DeploymentStats", "LiveStats", "StatsSnapshot"]
+__all__ = ["RESORT_EVERY", "DeploymentStats", "LiveStats", "MinuteWindow", "StatsSnapshot"]
 
 RESORT_EVERY = 16
 """Quantiles may lag by up to this many observations minus one; sorting on each read would not."""
@@ -38,6 +40,44 @@ class StatsSnapshot:
     in_flight: int
     successes: int
     failures: int
+    requests_last_minute: int = 0
+    tokens_last_minute: int = 0
+
+
+class MinuteWindow:
+    """Counts over the last 60 seconds in one-second buckets: requests and tokens sent to a deployment,
+    to keep it under its provider's RPM and TPM limits.
+
+    Usage: ``w = MinuteWindow(); w.add(now, requests=1, tokens=900); w.totals(now)``
+    """
+
+    __slots__ = ("_requests", "_seconds", "_tokens")
+
+    def __init__(self) -> None:
+        self._seconds = [-1] * 60
+        self._requests = [0] * 60
+        self._tokens = [0] * 60
+
+    def add(self, now: float, *, requests: int = 0, tokens: int = 0) -> None:
+        """Count ``requests`` and ``tokens`` at time ``now`` (seconds, monotonic)."""
+        second = int(now)
+        slot = second % 60
+        if self._seconds[slot] != second:
+            self._seconds[slot] = second
+            self._requests[slot] = 0
+            self._tokens[slot] = 0
+        self._requests[slot] += requests
+        self._tokens[slot] += tokens
+
+    def totals(self, now: float) -> tuple[int, int]:
+        """``(requests, tokens)`` counted in the 60 seconds up to ``now``."""
+        oldest = int(now) - 59
+        requests = tokens = 0
+        for slot, second in enumerate(self._seconds):
+            if second >= oldest:
+                requests += self._requests[slot]
+                tokens += self._tokens[slot]
+        return requests, tokens
 
 
 class DeploymentStats:
@@ -46,10 +86,11 @@ class DeploymentStats:
     Usage: ``stats = DeploymentStats(); stats.observe_ttft(0.3); stats.ttft_ewma``
     """
 
-    __slots__ = ("_alpha", "_count", "_min_samples", "_next", "_ring", "_since_sort", "_sorted",
-                 "failures", "in_flight", "successes", "tps_ewma", "ttft_ewma")
+    __slots__ = ("_alpha", "_clock", "_count", "_min_samples", "_next", "_ring", "_since_sort", "_sorted",
+                 "failures", "in_flight", "minute", "successes", "tps_ewma", "ttft_ewma")
 
-    def __init__(self, *, samples: int = 256, min_samples: int = 20, alpha: float = 0.1) -> None:
+    def __init__(self, *, samples: int = 256, min_samples: int = 20, alpha: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if samples < 1:
             raise ValueError("samples must be at least 1")
         if not 1 <= min_samples <= samples:
@@ -71,6 +112,9 @@ class DeploymentStats:
         """Calls begun and not yet ended."""
         self.successes = 0
         self.failures = 0
+        self._clock = clock
+        self.minute = MinuteWindow()
+        """Requests begun and tokens used in the last minute."""
 
     def observe_ttft(self, seconds: float) -> None:
         """Record a time to first token (or to the whole answer, when not streaming)."""
@@ -107,6 +151,12 @@ class DeploymentStats:
     def begin(self) -> None:
         """A call to this deployment started."""
         self.in_flight += 1
+        self.minute.add(self._clock(), requests=1)
+
+    def observe_tokens(self, tokens: int) -> None:
+        """Count tokens (prompt and answer) a call used, against the deployment's per-minute limit."""
+        if tokens > 0:
+            self.minute.add(self._clock(), tokens=tokens)
 
     def end(self) -> None:
         """A call to this deployment ended, however it ended. Never counts below zero."""
@@ -121,9 +171,11 @@ class DeploymentStats:
 
     def snapshot(self) -> StatsSnapshot:
         """A frozen copy. Usage: ``stats.snapshot().ttft_p50``"""
+        requests, tokens = self.minute.totals(self._clock())
         return StatsSnapshot(ttft_p50=self.ttft_quantile(0.5), ttft_p95=self.ttft_quantile(0.95),
                              ttft_ewma=self.ttft_ewma, tps_ewma=self.tps_ewma, in_flight=self.in_flight,
-                             successes=self.successes, failures=self.failures)
+                             successes=self.successes, failures=self.failures,
+                             requests_last_minute=requests, tokens_last_minute=tokens)
 
     def _decay(self, mean: float | None, value: float) -> float:
         return value if mean is None else mean + self._alpha * (value - mean)
@@ -135,8 +187,10 @@ class LiveStats:
     Usage: ``LiveStats(samples=256, min_samples=20).for_deployment("openai/gpt-4o").begin()``
     """
 
-    def __init__(self, *, samples: int = 256, min_samples: int = 20, alpha: float = 0.1) -> None:
+    def __init__(self, *, samples: int = 256, min_samples: int = 20, alpha: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         DeploymentStats(samples=samples, min_samples=min_samples, alpha=alpha)  # fail early on bad settings
+        self._clock = clock
         self._samples = samples
         self._min_samples = min_samples
         self._alpha = alpha
@@ -146,9 +200,14 @@ class LiveStats:
         """The deployment's statistics, empty on first use."""
         stats = self._deployments.get(deployment_id)
         if stats is None:
-            stats = DeploymentStats(samples=self._samples, min_samples=self._min_samples, alpha=self._alpha)
+            stats = DeploymentStats(samples=self._samples, min_samples=self._min_samples, alpha=self._alpha,
+                                    clock=self._clock)
             self._deployments[deployment_id] = stats
         return stats
+
+    def peek(self, deployment_id: str) -> DeploymentStats | None:
+        """The deployment's statistics, or ``None`` when nothing was observed yet (creates nothing)."""
+        return self._deployments.get(deployment_id)
 
     def snapshot(self) -> dict[str, StatsSnapshot]:
         """A frozen copy of every deployment's statistics, by id."""

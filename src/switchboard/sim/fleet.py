@@ -396,3 +396,29 @@ def gateway_config_for_fleet(fleet: Fleet, base_url: str) -> dict[str, Any]:
             ],
         }
     return {"providers": providers, "models": models}
+
+
+def demo_router(fleet: Fleet) -> dict[str, Any]:
+    """A router named ``auto`` over the fleet's chat models, for the out-of-the-box gateway: long prompts
+    go to the model with the largest context window, code and maths to the strongest (the dearest);
+    otherwise quality is weighed against price
+    (the quality figures are illustrative settings, not measurements)."""
+    chat = [m for m in fleet if m.kind == "chat"]
+    if not chat:
+        return {}
+    prices = {m.name: m.price_input + m.price_output for m in chat}
+    top = max(prices.values()) or 1.0
+    widest = max(chat, key=lambda m: m.context_window)
+    strongest = max(chat, key=lambda m: prices[m.name])
+    return {"auto": {
+        "description": "picks a simulated model per request: quality weighed against price",
+        "models": [m.name for m in sorted(chat, key=lambda m: prices[m.name])],
+        "rules": [
+            {"name": "long prompts", "when": {"min_prompt_tokens": 100_000}, "model": widest.name},
+            {"name": "code and maths", "when": {"last_user": r"(?i)\b(code|function|python|sql|prove|integral)\b"},
+             "model": strongest.name},
+        ],
+        # Dearer simulated models stand for stronger ones.
+        "quality": {m.name: round(0.6 + 0.3 * prices[m.name] / top, 3) for m in chat},
+        "objective": {"quality": 1.0, "cost": 0.5},
+    }}

@@ -46,6 +46,7 @@ class RecordQuery:
     only_errors: bool = False
     caller: str | None = None
     request_id: str | None = None
+    router: str | None = None
     limit: int | None = 100
 
     def __post_init__(self) -> None:
@@ -63,6 +64,7 @@ class RecordQuery:
             and (not self.only_errors or record.status >= 400 or record.partial)
             and (self.caller is None or record.caller == self.caller)
             and (self.request_id is None or record.request_id == self.request_id)
+            and (self.router is None or record.router == self.router)
         )
 
 

@@ -100,6 +100,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         "0002_unsatisfactory",
         ("ALTER TABLE requests ADD COLUMN unsatisfactory TEXT",),
     ),
+    Migration(
+        "0003_routing",
+        (
+            "ALTER TABLE requests ADD COLUMN router TEXT",
+            "ALTER TABLE requests ADD COLUMN route TEXT",  # JSON: the router's decision
+            "CREATE INDEX requests_router ON requests (router, started_at)",
+        ),
+    ),
 )
 
 #: The ``requests`` columns, in :class:`RequestRecord` field order (a test pins the two together).
@@ -128,6 +136,8 @@ COLUMNS: tuple[str, ...] = (
     "partial",
     "unsatisfactory",
     "metadata",
+    "router",
+    "route",
 )
 
 _ATTEMPT_FIELDS = frozenset(f.name for f in fields(Attempt))
@@ -207,6 +217,8 @@ def _to_row(r: RequestRecord) -> Row:
         r.partial,
         r.unsatisfactory,
         orjson.dumps(r.metadata).decode(),
+        r.router,
+        None if r.route is None else orjson.dumps(r.route).decode(),
     )
 
 
@@ -221,6 +233,8 @@ def _from_row(row: Sequence[Any]) -> RequestRecord:
     values["partial"] = bool(values["partial"])
     values["attempts"] = [_attempt(a) for a in orjson.loads(values["attempts"])]
     values["metadata"] = orjson.loads(values["metadata"])
+    if values["route"] is not None:
+        values["route"] = orjson.loads(values["route"])
     return RequestRecord(**values)
 
 
@@ -239,6 +253,7 @@ def _where(q: RecordQuery) -> tuple[list[str], list[object]]:
         ("status", q.status),
         ("caller", q.caller),
         ("request_id", q.request_id),
+        ("router", q.router),
     ):
         if value is not None:
             clauses.append(f"{column} = ?")

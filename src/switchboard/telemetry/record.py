@@ -9,6 +9,7 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from switchboard.config.model import Price
 from switchboard.schemas.canonical import Usage
@@ -49,6 +50,8 @@ class RequestRecord:
     ``status`` is the HTTP status the client saw; ``partial`` marks a stream that ended with an
     error after content had been sent; ``unsatisfactory`` says why the answer delivered failed
     validation, when every candidate's answer did (the last one is delivered rather than an error).
+    ``router`` is the router the client asked for, if any, and ``route`` its decision (the stages,
+    scores and ranking) — ``public_model`` is then the model it chose.
     """
 
     request_id: str
@@ -75,6 +78,8 @@ class RequestRecord:
     partial: bool = False
     unsatisfactory: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    router: str | None = None
+    route: dict[str, Any] | None = None
 
 
 def cost_usd(usage: Usage, price: Price) -> float:

@@ -12,25 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from switchboard.config.model import DeploymentConfig
+from switchboard.routing.eligibility import UNAVAILABLE, BalanceView, capability_gaps, eligible_deployments
 from switchboard.routing.plan import Candidate, RequestFeatures, RoutePlan
 
-__all__ = ["UNAVAILABLE", "capability_gaps", "select"]
-
-#: The exclusion reason of a deployment whose breaker is open or that is cooling down.
-UNAVAILABLE = "unavailable (circuit open or cooling down)"
-
-
-def capability_gaps(features: RequestFeatures, deployment: DeploymentConfig) -> list[str]:
-    """The capabilities the request needs that ``deployment`` lacks."""
-    caps = deployment.capabilities
-    gaps = []
-    if features.needs_tools and not caps.tools:
-        gaps.append("tools")
-    if features.needs_vision and not caps.vision:
-        gaps.append("vision")
-    if features.needs_json and not caps.json_mode:
-        gaps.append("json")
-    return gaps
+__all__ = ["UNAVAILABLE", "balance", "capability_gaps", "select"]
 
 
 def select(
@@ -44,17 +29,14 @@ def select(
     proportional to its weight and the rest form the fallback order. ``unavailable`` (deployment id →
     when it may take traffic again) is the health snapshot: those deployments are set aside.
     """
-    scored: list[Candidate] = []
-    excluded: list[tuple[str, str]] = []
-    for dep, draw in zip(deployments, draws, strict=True):
-        gaps = capability_gaps(features, dep)
-        if gaps:
-            excluded.append((dep.id, "lacks " + ", ".join(gaps)))
-            continue
-        if unavailable and dep.id in unavailable:
-            excluded.append((dep.id, UNAVAILABLE))
-            continue
-        key = draw ** (1.0 / dep.weight)
-        scored.append(Candidate(dep, key, f"weight {dep.weight:g}"))
+    if len(draws) != len(deployments):
+        raise ValueError("one draw per deployment")
+    return balance(features, deployments, BalanceView(draws=draws, unavailable=unavailable or {}))
+
+
+def balance(features: RequestFeatures, deployments: Sequence[DeploymentConfig], view: BalanceView) -> RoutePlan:
+    """:func:`select` on a :class:`BalanceView`, the signature every balancing strategy shares."""
+    eligible, excluded = eligible_deployments(features, deployments, view)
+    scored = [Candidate(dep, view.draws[i] ** (1.0 / dep.weight), f"weight {dep.weight:g}") for i, dep in eligible]
     scored.sort(key=lambda c: c.score, reverse=True)
     return RoutePlan(features.public_model, "weighted", scored, excluded)
