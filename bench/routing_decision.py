@@ -17,25 +17,30 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
-import random
-import statistics
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
+
+# One core means one BLAS thread too (numpy reads these when it is first imported).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from switchboard.config.load import parse_config
-from switchboard.config.model import Config
-from switchboard.gateway import Gateway
-from switchboard.routing.features import features_of
-from switchboard.routing.learned import QualityTarget, choose, load, load_default
-from switchboard.routing.stages import warm
-from switchboard.schemas.canonical import ChatRequest, Message, TextPart
+from switchboard.config.load import parse_config  # noqa: E402
+from switchboard.config.model import Config  # noqa: E402
+from switchboard.gateway import Gateway  # noqa: E402
+from switchboard.routing.features import features_of  # noqa: E402
+from switchboard.routing.learned import QualityTarget, choose, load, load_default  # noqa: E402
+from switchboard.routing.stages import warm  # noqa: E402
+from switchboard.schemas.canonical import ChatRequest, Message, TextPart  # noqa: E402
 
 _SHORT = [
     "Write a python function to reverse the words in a sentence.",
@@ -104,10 +109,11 @@ async def _whole_router(n: int, semantic: bool, cells: dict[str, list[str]]) -> 
     for router_name in gw.routers:
         router = gw.routers[router_name]
         for cell, prompts in cells.items():
-            requests = [ChatRequest(router_name, [Message("user", [TextPart(p)])]) for p in prompts]
             samples = []
             for i in range(n + 3):
-                req = requests[i % len(requests)]
+                # Every request differs, so the encoder's cache of exact texts never answers.
+                text = f"{prompts[i % len(prompts)]} (request {i})"
+                req = ChatRequest(router_name, [Message("user", [TextPart(text)])])
                 t0 = time.perf_counter_ns()
                 features = features_of(req, router_name)
                 await router.decide(features, req.messages, {}, {})

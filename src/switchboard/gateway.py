@@ -276,18 +276,19 @@ class Gateway:
         """The route plan for ``request`` without executing it: for a router, its decision (in
         ``plan.decision``) and the chosen model's deployments. Nothing is sent upstream."""
         ctx = ctx or RequestContext.create(endpoint="chat")
-        public, model, features, decision = await self._resolve(request, ctx)
+        public, model, features, decision = await self._resolve(request, ctx, remember=False)
         route = self._route(public, model, features, None, decision)
         route.plan.decision = decision
         return route.plan
 
-    async def _resolve(self, request: ChatRequest, ctx: RequestContext,
+    async def _resolve(self, request: ChatRequest, ctx: RequestContext, *, remember: bool = True,
                        ) -> tuple[str, ModelConfig, RequestFeatures, RouteDecision | None]:
-        """The model that serves ``request``: the one it names, or its router's choice."""
+        """The model that serves ``request``: the one it names, or its router's choice (``remember``:
+        keep the decision for feedback on this request)."""
         router = self.routers.get(request.model)
         if router is None:
             public, model = self.lookup(request.model)
-            return public, model, features_of(request, public, headers=ctx.client_headers), None
+            return public, model, features_of(request, public, for_rules=False), None
         features = features_of(request, router.name, caller=ctx.record.caller, headers=ctx.client_headers)
         live = {d.id: s.snapshot() for m in router.config.models for d in self.config.models[m].deployments
                 if (s := self.stats.peek(d.id)) is not None}
@@ -296,9 +297,10 @@ class Gateway:
         ctx.record.router = router.name
         ctx.record.route = route = decision.to_dict()
         route["input"] = replay_input(features, request, self.config.records.capture_prompts)
-        self._decisions[ctx.request_id] = (router.name, decision.context, decision.model)
-        if len(self._decisions) > _RECENT_DECISIONS:
-            self._decisions.popitem(last=False)
+        if remember:
+            self._decisions[ctx.request_id] = (router.name, decision.context, decision.model)
+            if len(self._decisions) > _RECENT_DECISIONS:
+                self._decisions.popitem(last=False)
         return public, model, features.for_model(public), decision
 
     async def feedback(self, request_id: str, feedback: Feedback) -> dict[str, object]:

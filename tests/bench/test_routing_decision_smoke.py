@@ -14,3 +14,4 @@ def test_routing_decision_quick_run() -> None:
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "| short" in out.stdout and "| long (~4k tokens)" in out.stdout
+    assert "| learned | long, one block |" in out.stdout and "Event loop: longest" in out.stdout

@@ -24,6 +24,8 @@ from switchboard.config.load import parse_config
 from switchboard.config.model import Config
 from switchboard.routing.bandit import Feedback
 from switchboard.sim.fleet import DEFAULT_FLEET, demo_router, gateway_config_for_fleet
+from switchboard.storage.records import RecordQuery
+from switchboard.storage.sqlite import SQLiteRecordWriter
 from tests.e2e.servers import GatewayThread, SimThread
 from tests.e2e.test_records import record_of
 
@@ -72,7 +74,9 @@ def routing_config(sim: SimThread, tmp: Path) -> Config:
         {"provider": "sim-openai", "model": "sim-gpt-small", "name": "rr-1"},
         {"provider": "sim-openai", "model": "sim-gpt-small", "name": "rr-2"},
         {"provider": "sim-openai", "model": "sim-gpt-small", "name": "rr-3"}]}
-    raw["routers"] = {**demo_router(DEFAULT_FLEET), "semantic": SEMANTIC, "learner": learner(tmp), "learned": LEARNED}
+    remote = {**SEMANTIC, "semantic": {**SEMANTIC["semantic"], "encoder": "sim-embed"}}
+    raw["routers"] = {**demo_router(DEFAULT_FLEET), "semantic": SEMANTIC, "learner": learner(tmp), "learned": LEARNED,
+                      "semantic-remote": remote}
     return parse_config(raw, env={})
 
 
@@ -151,6 +155,20 @@ def test_the_learned_router_explains_its_prediction(oai: openai.OpenAI, gateway:
     assert set(quality) == {"sim-gpt-small", "sim-gemini", "sim-gpt-large"}
     reached = [m for m in ("sim-gpt-small", "sim-gemini", "sim-gpt-large") if quality[m] >= 0.75]
     assert chosen == (reached[0] if reached else max(quality, key=lambda m: quality[m]))
+
+
+def test_semantic_routes_on_an_embeddings_model_of_the_gateway(oai: openai.OpenAI, gateway: GatewayThread) -> None:
+    # The simulated embeddings carry no meaning, but an example's own text matches it exactly.
+    raw = oai.chat.completions.with_raw_response.create(
+        model="semantic-remote", messages=[{"role": "user", "content": "Implement binary search in Java"}])
+    assert raw.headers["x-switchboard-model"] == "sim-gpt-large"
+    rec = record_of(gateway, raw.headers["x-request-id"])
+    assert rec.route is not None and rec.route["steps"][0]["detail"]["scores"]["coding"] == pytest.approx(1.0)
+    # The embeddings the router asked for are requests of their own, recorded and paid for.
+    writer = gateway.app.records
+    assert isinstance(writer, SQLiteRecordWriter) and writer.flush(10)
+    calls = writer.query(RecordQuery(public_model="sim-embed", caller="switchboard-router", limit=None))
+    assert calls and all(c.status == 200 and c.cost_usd > 0 for c in calls)
 
 
 def test_a_dry_run_explains_without_calling_upstream(gateway: GatewayThread, sim: SimThread) -> None:

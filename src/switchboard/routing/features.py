@@ -45,8 +45,9 @@ class RequestFeatures:
 
 
 def features_of(request: ChatRequest, public: str, *, caller: str | None = None,
-                headers: Mapping[str, str] | None = None) -> RequestFeatures:
-    """The routing facts of ``request``, served by ``public``."""
+                headers: Mapping[str, str] | None = None, for_rules: bool = True) -> RequestFeatures:
+    """The routing facts of ``request``, served by ``public``. Without ``for_rules`` only what balancing
+    deployments needs (capabilities, prompt size) is computed: the request path of a plain model."""
     headers = headers or {}
     chars = 0
     vision = False
@@ -56,13 +57,17 @@ def features_of(request: ChatRequest, public: str, *, caller: str | None = None,
                 chars += len(p.text)
             elif isinstance(p, ImagePart):
                 vision = True
+    needs_tools = bool(request.tools) and (request.tool_choice is None or request.tool_choice.mode != "none")
+    needs_json = request.response_format is not None and request.response_format.type != "text"
+    if not for_rules:
+        return RequestFeatures(public, needs_tools, vision, needs_json, request.model, (chars + 3) // 4)
     tags = {t.strip() for t in request.metadata.get("tags", "").split(",") if t.strip()}
     tags.update(t.strip() for t in headers.get("x-switchboard-tags", "").split(",") if t.strip())
     return RequestFeatures(
         public_model=public,
-        needs_tools=bool(request.tools) and (request.tool_choice is None or request.tool_choice.mode != "none"),
+        needs_tools=needs_tools,
         needs_vision=vision,
-        needs_json=request.response_format is not None and request.response_format.type != "text",
+        needs_json=needs_json,
         requested=request.model,
         prompt_tokens=(chars + 3) // 4,
         caller=caller if caller is not None else request.user,
