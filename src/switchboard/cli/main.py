@@ -9,6 +9,7 @@ Usage::
     switchboard router train --data FILES --out DIR [--models M …] [--seed N]
     switchboard router eval --data FILES [--train FILES] [--model DIR] [--plot PNG] [--json]
     switchboard route explain --model auto "text"
+    switchboard report [--since 24h] [--by public_model] [--reference MODEL] [--csv | --json]
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     check_config.add_parser(sub)
-    from switchboard.cli import route
+    from switchboard.cli import report, route
 
     route.add_parser(sub)
+    report.add_parser(sub)
     logs.add_parser(sub)
     router.add_parser(sub)
     return parser

@@ -23,7 +23,7 @@ from switchboard.config.load import ConfigError, load_config, parse_config
 from switchboard.config.model import Config
 from switchboard.errors import SwitchboardError
 
-__all__ = ["add_parser", "run_explain"]
+__all__ = ["add_parser", "config_for_cli", "run_explain"]
 
 
 def add_parser(sub: Any) -> None:
@@ -44,7 +44,9 @@ def add_parser(sub: Any) -> None:
     e.set_defaults(run=run_explain)
 
 
-def _config(path: str | None) -> Config:
+def config_for_cli(path: str | None) -> Config:
+    """The configuration a command that calls no upstream works with: ``path``, else ./switchboard.yaml,
+    else the simulated fleet (with its demo router)."""
     if path is not None:
         return load_config(path, env=os.environ)
     if Path("switchboard.yaml").is_file():
@@ -95,7 +97,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from switchboard.routing.explain import explanation, render_text
 
     try:
-        cfg = _config(args.config)
+        cfg = config_for_cli(args.config)
         body = _body(args)
         headers = {k.lower(): v for k, v in (_pair(h, ":") for h in args.header)}
         request = parse_chat_request(body)
