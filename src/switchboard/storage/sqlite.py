@@ -35,6 +35,7 @@ import orjson
 from switchboard.config.model import RecordsConfig
 from switchboard.storage.records import RecordQuery, RecordStoreError, SinkStats
 from switchboard.telemetry.record import Attempt, RequestRecord
+from switchboard.telemetry.redaction import redact_route
 
 __all__ = [
     "COLUMNS",
@@ -218,7 +219,7 @@ def _to_row(r: RequestRecord) -> Row:
         r.unsatisfactory,
         orjson.dumps(r.metadata).decode(),
         r.router,
-        None if r.route is None else orjson.dumps(r.route).decode(),
+        None if r.route is None else orjson.dumps(redact_route(r.route)).decode(),
     )
 
 
