@@ -16,6 +16,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -34,6 +35,8 @@ from switchboard.ingress.feedback_wire import parse_feedback
 from switchboard.routing.explain import explanation
 from switchboard.schemas.canonical import ChatRequest
 from switchboard.storage.records import RecordSink
+from switchboard.telemetry.metrics import Metrics
+from switchboard.telemetry.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from switchboard.telemetry.record import RequestRecord
 
 __all__ = ["SwitchboardApp", "create_app"]
@@ -69,10 +72,12 @@ class _ClientGone(Exception):
 class SwitchboardApp:
     """The ASGI application. ``draining`` turns readiness off during shutdown."""
 
-    def __init__(self, gateway: Gateway, config: Config, records: RecordSink | None = None) -> None:
+    def __init__(self, gateway: Gateway, config: Config, records: RecordSink | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.gateway = gateway
         self.config = config
         self.records = records
+        self.metrics = metrics or Metrics()
         self.draining = False
         self._max_body = config.server.max_body_bytes
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send, _Exchange], Awaitable[None]]] = {
@@ -84,6 +89,7 @@ class SwitchboardApp:
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("POST", "/v1/feedback"): self._feedback,
+            ("GET", "/metrics"): self._metrics,
             ("GET", "/health/live"): self._live,
             ("GET", "/health/ready"): self._ready,
         }
@@ -110,6 +116,7 @@ class SwitchboardApp:
                     self.gateway.start()
                     if self.records is not None:
                         await asyncio.to_thread(self.records.start)
+                    self.metrics.start()
                 except Exception as exc:  # a broken record store must not hide behind a hang
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -119,6 +126,7 @@ class SwitchboardApp:
                 await self.gateway.aclose()
                 if self.records is not None:
                     await asyncio.to_thread(self.records.close)
+                await self.metrics.aclose()  # after the records: their final counts are included
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -131,6 +139,9 @@ class SwitchboardApp:
             rid = new_request_id()
         path: str = scope["path"]
         ex = _Exchange(rid, headers, "anthropic" if path.startswith("/v1/messages") else "openai")
+        endpoint = _API_ENDPOINTS.get(path)
+        if endpoint is not None:
+            self.metrics.request_started(endpoint)
         try:
             handler = self._routes.get((scope["method"], path))
             if handler is None:
@@ -149,6 +160,9 @@ class SwitchboardApp:
             log.exception("internal error handling request %s", rid)
             if not ex.started:
                 await self._send_error(send, ex, InternalError(f"Internal error (request id {rid})."))
+        finally:
+            if endpoint is not None:
+                self.metrics.request_finished(endpoint)
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -223,6 +237,13 @@ class SwitchboardApp:
         result = await self.gateway.feedback(request_id, feedback)
         await self._send(send, ex, 200, orjson.dumps(result), [])
 
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        body = await self.metrics.arender()
+        ex.started = True
+        headers = [(b"content-type", METRICS_CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": ex.with_id(headers)})
+        await send({"type": "http.response.body", "body": body})
+
     async def _live(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         await self._send(send, ex, 200, b'{"status":"live"}', [])
 
@@ -280,12 +301,15 @@ class SwitchboardApp:
         """Requests refused before they reached the gateway (bad JSON, invalid fields, oversized body)
         still leave a record, so that bad input shows in ``switchboard logs`` and the error rates."""
         endpoint = _API_ENDPOINTS.get(path)
-        if ex.recorded or endpoint is None or self.records is None:
+        if ex.recorded or endpoint is None:
             return
-        self.records.submit(RequestRecord(
+        rec = RequestRecord(
             request_id=ex.request_id, started_at=time.time(), endpoint=endpoint, dialect=ex.dialect,
             status=exc.status, error_type=type(exc).__name__, error_message=exc.message[:500],
-        ))
+        )
+        self.metrics.observe_record(rec)
+        if self.records is not None:
+            self.records.submit(rec)
 
     def _context(self, ex: _Exchange, endpoint: str, req: ChatRequest) -> RequestContext:
         timeout = _client_timeout(ex)
@@ -483,10 +507,20 @@ def _anthropic_models(names: list[str]) -> dict[str, Any]:
             "last_id": names[-1] if names else None}
 
 
-def create_app(config: Config, *, records: RecordSink | None = None) -> SwitchboardApp:
-    """Build the ASGI app for ``config``. ``records`` defaults to the configured SQLite store."""
+def create_app(config: Config, *, records: RecordSink | None = None,
+               metrics_dir: Path | None = None) -> SwitchboardApp:
+    """Build the ASGI app for ``config``. ``records`` defaults to the configured SQLite store;
+    ``metrics_dir`` is where the workers of one server share their metrics (``None``: one process)."""
     if records is None and config.records.enabled:
         from switchboard.storage.sqlite import SQLiteRecordWriter
 
         records = SQLiteRecordWriter(config.records)
-    return SwitchboardApp(Gateway(config, records=records), config, records)
+    gateway = Gateway(config, records=records)
+    metrics = Metrics(metrics_dir)
+    gateway.record_listeners.append(metrics.observe_record)
+    gateway.breaker_listeners.append(metrics.breaker_changed)
+    metrics.declare_deployments(d.id for m in config.models.values() for d in m.deployments)
+    if records is not None:
+        sink = records
+        metrics.watch_records(lambda: sink.stats)
+    return SwitchboardApp(gateway, config, records, metrics)

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 
@@ -148,6 +148,8 @@ class Gateway:
                 breaker_settings.setdefault(dep.id, _breaker_settings(config, name))
         default_breaker = _breaker_settings(config, None)
         self.breaker_listeners: list[ChangeHook] = []
+        #: Called with every finished request's record (metrics), before it goes to the record sink.
+        self.record_listeners: list[Callable[[RequestRecord], None]] = []
         self.breakers = BreakerBoard(lambda dep_id: breaker_settings.get(dep_id, default_breaker),
                                      on_change=self._breaker_changed)
         self._prober = HealthProber(self.breakers, _probe_targets(config, self._providers))
@@ -485,6 +487,8 @@ class Gateway:
             rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
         if rec.router is not None and rec.status < 400:
             self._learn_from_outcome(rec)
+        for listener in self.record_listeners:
+            listener(rec)
         if self._records is not None:
             self._records.submit(rec)
 

@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +104,17 @@ def test_serve_from_file_with_two_workers(tmp_path: Path, sim: SimThread) -> Non
                                                     stream=True, extra_headers={"x-sim-reply": "two words"})
             assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "two words"
         client.close()
+        # Either worker answers /metrics for both: each shares its counts within a second.
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"{served.url}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("switchboard_requests_total{") and 'model="sim-claude"' in line]
+            workers = [line for line in text.splitlines() if line.startswith("switchboard_metrics_workers ")]
+            if sum(counts) == 6 or time.monotonic() > deadline:
+                break
+        assert sum(counts) == 6 and workers == ["switchboard_metrics_workers 2"]
     finally:
         assert served.stop() == 0
 

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,14 +173,16 @@ def run(args: argparse.Namespace) -> int:
     print(banner(resolved), file=sys.stderr, flush=True)
     if cfg.server.workers == 1:
         return _worker(cfg, sock)
-    # Pre-fork: every worker accepts on the same listening socket; the parent only supervises.
+    # Pre-fork: every worker accepts on the same listening socket; the parent only supervises. The
+    # workers share their metrics through a directory, so any of them answers /metrics for all.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="switchboard-metrics-"))
     children: list[int] = []
     for _ in range(cfg.server.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = _worker(cfg, sock)
+                code = _worker(cfg, sock, metrics_dir)
             finally:
                 os._exit(code)
         children.append(pid)
@@ -194,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     for child in children:
         _, status = os.waitpid(child, 0)
         worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return worst
 
 
@@ -207,12 +212,12 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(cfg: Config, sock: socket.socket) -> int:
+def _worker(cfg: Config, sock: socket.socket, metrics_dir: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT in this process: the app, its lifespan, graceful drain."""
     from switchboard.app import create_app
     from switchboard.server import serve
 
-    app = create_app(cfg)
+    app = create_app(cfg, metrics_dir=metrics_dir)
 
     def ready() -> None:
         print(f"Switchboard worker {os.getpid()} ready", file=sys.stderr, flush=True)
