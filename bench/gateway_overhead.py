@@ -204,23 +204,27 @@ def start_passthrough(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Seque
 
 
 def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],
-                      record: bool = True) -> Target:
-    records = run_dir / "records.db"
-    cfg = run_dir / "switchboard.yaml"
+                      record: bool = True, *, records_config: dict[str, Any] | None = None,
+                      name: str = "switchboard", note: str | None = None) -> Target:
+    """Switchboard in front of the simulator; ``records_config`` replaces the records section (SQLite in
+    the run directory by default)."""
+    records = run_dir / f"{name}-records.db" if name != "switchboard" else run_dir / "records.db"
+    cfg = run_dir / f"{name}.yaml"
     cfg.write_text(json.dumps({
         "providers": {"sim": {"type": "openai", "base_url": f"http://127.0.0.1:{sim_port}/v1",
                               "api_key": SIM_KEY}},
         "models": {_model(d): {"deployments": [{"provider": "sim", "model": _model(d)}]} for d in delays},
-        "records": {"enabled": record, "path": str(records)},
+        "records": records_config or {"enabled": record, "path": str(records)},
     }, indent=2))
     port = free_port()
     script = Path(sys.executable).with_name("switchboard")
     prefix = [str(script)] if script.exists() else python_entry("switchboard.cli.main", [])
-    proc = ServerProcess("switchboard", [*prefix, "serve", "--config", str(cfg), "--host", "127.0.0.1",
-                                         "--port", str(port)], run_dir, cpus=plan.gateway)
+    proc = ServerProcess(name, [*prefix, "serve", "--config", str(cfg), "--host", "127.0.0.1",
+                                "--port", str(port)], run_dir, cpus=plan.gateway)
     took = proc.wait_http_ok(port, "/health/ready", timeout_s=60)
-    note = f"request records on (SQLite, {records.name})" if record else "request records OFF"
-    return Target("switchboard", port, {}, proc, took, notes=[note])
+    if note is None:
+        note = f"request records on (SQLite, {records.name})" if record else "request records OFF"
+    return Target(name, port, {}, proc, took, notes=[note])
 
 
 def start_litellm(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],

@@ -21,7 +21,8 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from switchboard.config.model import Config
+from switchboard.config.model import Config, RecordsConfig
+from switchboard.dashboard import Dashboard
 from switchboard.errors import (
     InternalError,
     InvalidRequest,
@@ -94,6 +95,7 @@ class SwitchboardApp:
             ("GET", "/health/ready"): self._ready,
         }
         self._paths = {path for _, path in self._routes}
+        self.dashboard = Dashboard(config, gateway.breakers, records)
 
     def start_draining(self) -> None:
         """Shutdown has begun: readiness answers 503 from now on, so load balancers stop sending."""
@@ -146,6 +148,8 @@ class SwitchboardApp:
             handler = self._routes.get((scope["method"], path))
             if handler is None:
                 handler = self._model_by_id if path.startswith(("/v1/models/", "/models/")) else None
+            if handler is None and (path == "/dashboard" or path.startswith("/dashboard/")):
+                handler = self._dashboard
             if handler is None:
                 if path in self._paths:
                     raise _MethodNotAllowed(f"Method {scope['method']} is not allowed on {path}.")
@@ -243,6 +247,14 @@ class SwitchboardApp:
         headers = [(b"content-type", METRICS_CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": ex.with_id(headers)})
         await send({"type": "http.response.body", "body": body})
+
+    async def _dashboard(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        resp = await self.dashboard.handle(scope["method"], scope["path"], query, ex.headers)
+        ex.started = True
+        headers = [*resp.headers, (b"content-length", str(len(resp.body)).encode())]
+        await send({"type": "http.response.start", "status": resp.status, "headers": ex.with_id(headers)})
+        await send({"type": "http.response.body", "body": resp.body})
 
     async def _live(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         await self._send(send, ex, 200, b'{"status":"live"}', [])
@@ -507,14 +519,25 @@ def _anthropic_models(names: list[str]) -> dict[str, Any]:
             "last_id": names[-1] if names else None}
 
 
+def _record_writer(cfg: RecordsConfig) -> RecordSink:
+    """The configured record store's writer."""
+    if cfg.backend == "postgres":
+        from switchboard.storage.postgres import PostgresRecordWriter
+
+        assert cfg.dsn is not None  # the config requires it
+        return PostgresRecordWriter(cfg.dsn.get_secret_value(), schema=cfg.schema_name, queue_size=cfg.queue_size,
+                                    batch_size=cfg.batch_size, flush_interval=cfg.flush_interval)
+    from switchboard.storage.sqlite import SQLiteRecordWriter
+
+    return SQLiteRecordWriter(cfg)
+
+
 def create_app(config: Config, *, records: RecordSink | None = None,
                metrics_dir: Path | None = None) -> SwitchboardApp:
     """Build the ASGI app for ``config``. ``records`` defaults to the configured SQLite store;
     ``metrics_dir`` is where the workers of one server share their metrics (``None``: one process)."""
     if records is None and config.records.enabled:
-        from switchboard.storage.sqlite import SQLiteRecordWriter
-
-        records = SQLiteRecordWriter(config.records)
+        records = _record_writer(config.records)
     gateway = Gateway(config, records=records)
     metrics = Metrics(metrics_dir)
     gateway.record_listeners.append(metrics.observe_record)

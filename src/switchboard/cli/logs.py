@@ -23,8 +23,7 @@ from typing import TextIO
 
 import orjson
 
-from switchboard.storage.records import RecordQuery, RecordStoreError
-from switchboard.storage.sqlite import SQLiteRecordReader, open_records_reader
+from switchboard.storage.records import FollowableReader, RecordQuery, RecordStoreError, open_reader
 from switchboard.telemetry.record import Attempt, RequestRecord
 
 __all__ = ["add_parser", "follow", "format_header", "format_record", "parse_time", "run"]
@@ -68,7 +67,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="show recorded requests",
         description="Show recorded requests, oldest first (newest at the bottom).",
     )
-    p.add_argument("--db", default="switchboard.db", help="the records database (default: switchboard.db)")
+    p.add_argument("--db", default="switchboard.db",
+                   help="the records: a SQLite file (default: switchboard.db) or a postgresql:// URL")
+    p.add_argument("--schema", default="public", help="the PostgreSQL schema of the records (default: public)")
     p.add_argument("--since", type=_time_arg, help="from this time: 15m, 2h, 1d or an ISO timestamp")
     p.add_argument("--until", type=_time_arg, help="before this time (same forms as --since)")
     p.add_argument("--model", help="only this public model name")
@@ -87,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     try:
-        reader = open_records_reader(args.db)
+        reader = open_reader(args.db, schema=args.schema)
     except FileNotFoundError:
         print(
             f"switchboard logs: no records database at {args.db}\n"
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def follow(
-    reader: SQLiteRecordReader,
+    reader: FollowableReader,
     q: RecordQuery,
     position: int,
     *,

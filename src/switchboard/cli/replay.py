@@ -31,7 +31,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--config", required=True, help="the configuration holding the candidate router")
     p.add_argument("--router", required=True, help="the router whose recorded requests to replay")
     p.add_argument("--as", dest="candidate", help="the candidate router's name in --config (default: --router)")
-    p.add_argument("--db", default="switchboard.db", help="the records database (default: switchboard.db)")
+    p.add_argument("--db", default="switchboard.db",
+                   help="the records: a SQLite file (default: switchboard.db) or a postgresql:// URL")
+    p.add_argument("--schema", default="public", help="the PostgreSQL schema of the records (default: public)")
     p.add_argument("--since", default="24h", help="from this time: 15m, 2h, 1d or an ISO timestamp (default 24h)")
     p.add_argument("--until", help="before this time (same forms as --since)")
     p.add_argument("--limit", type=int, default=None, help="at most this many records (the newest)")
@@ -44,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from switchboard.cli.logs import parse_time
     from switchboard.eval.replay import replay
     from switchboard.gateway import Gateway
-    from switchboard.storage.records import RecordQuery, RecordStoreError
-    from switchboard.storage.sqlite import open_records_reader
+    from switchboard.storage.records import RecordQuery, RecordStoreError, open_reader
 
     def fail(message: str) -> int:
         print(f"switchboard router replay: {message}", file=sys.stderr)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if name not in cfg.routers:
         return fail(f"{args.config} has no router named {name!r} (it has: {', '.join(cfg.routers) or 'none'})")
     try:
-        with open_records_reader(args.db) as reader:
+        with open_reader(args.db, schema=args.schema) as reader:
             records = reader.query(RecordQuery(since=since, until=until, router=args.router, limit=args.limit))
     except RecordStoreError as exc:
         return fail(str(exc))

@@ -23,7 +23,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("report", help="analytics and savings from the request records")
-    p.add_argument("--db", default="switchboard.db", help="the records database (default: switchboard.db)")
+    p.add_argument("--db", default="switchboard.db",
+                   help="the records: a SQLite file (default: switchboard.db) or a postgresql:// URL")
+    p.add_argument("--schema", default="public", help="the PostgreSQL schema of the records (default: public)")
     p.add_argument("--since", default="24h", help="from this time: 15m, 2h, 1d or an ISO timestamp (default 24h)")
     p.add_argument("--until", help="before this time (same forms as --since)")
     p.add_argument("--by", default="public_model",
@@ -40,8 +42,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from switchboard.cli.logs import parse_time
     from switchboard.cli.route import config_for_cli
-    from switchboard.storage.records import RecordQuery, RecordStoreError
-    from switchboard.storage.sqlite import open_records_reader
+    from switchboard.storage.records import RecordQuery, RecordStoreError, open_reader
     from switchboard.telemetry.analytics import GROUPINGS, analyze, render_csv, render_table
 
     def fail(message: str) -> int:
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if reference is None:
             return fail(f"no model named {args.reference!r} in the configuration to price the reference with")
     try:
-        with open_records_reader(args.db) as reader:
+        with open_reader(args.db, schema=args.schema) as reader:
             records = reader.query(RecordQuery(since=since, until=until, limit=None))
     except RecordStoreError as exc:
         return fail(str(exc))

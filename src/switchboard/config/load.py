@@ -78,6 +78,12 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
                                                            problems)}
             resolved[name] = prov
         data = {**data, "providers": resolved}
+    records = data.get("records")
+    if isinstance(records, dict) and "dsn" in records:
+        data = {**data, "records": {**records, "dsn": _resolve_secret(records["dsn"], env, "records.dsn", problems)}}
+    admin = data.get("admin")
+    if isinstance(admin, dict) and "key" in admin:
+        data = {**data, "admin": {**admin, "key": _resolve_secret(admin["key"], env, "admin.key", problems)}}
     problems.extend(_provider_references(data))
     data = _merge_resilience(data)
     try:
@@ -93,6 +99,12 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
             problems.append((format_loc(loc), err["msg"]))
         raise ConfigError(problems, source) from None
     problems.extend(_cross_check(cfg))
+    if cfg.records.enabled and cfg.records.backend == "postgres":
+        from importlib.util import find_spec
+
+        if find_spec("psycopg") is None:
+            problems.append(("records.backend",
+                             "the postgres backend needs psycopg: pip install 'switchboard[postgres]'"))
     if problems:
         raise ConfigError(problems, source)
     return cfg

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from switchboard.config.routers import BalanceStrategy, RouterConfig
 
 __all__ = [
+    "AdminConfig",
     "BreakerConfig",
     "Capabilities",
     "Config",
@@ -208,10 +209,21 @@ class ServerConfig(_Frozen):
 class RecordsConfig(_Frozen):
     """Where request records go. The request path never waits on this. With ``capture_prompts`` the
     record of a routed request keeps its prompt text (the last 16,000 characters), so that
-    ``switchboard router replay`` can run it through another policy; off by default."""
+    ``switchboard router replay`` can run it through another policy; off by default. ``backend: postgres``
+    writes to ``dsn`` (a secret reference such as ``env:SWITCHBOARD_RECORDS_DSN``), in ``schema``, so that
+    several gateway processes share one store; ``path`` is the SQLite file otherwise."""
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> RecordsConfig:
+        if self.enabled and self.backend == "postgres" and self.dsn is None:
+            raise ValueError("backend postgres needs a dsn (e.g. env:SWITCHBOARD_RECORDS_DSN)")
+        return self
 
     enabled: bool = True
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     path: str = "switchboard.db"
+    dsn: SecretStr | None = None
+    schema_name: str = Field("public", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     queue_size: int = Field(10_000, ge=1)
     batch_size: int = Field(256, ge=1)
     flush_interval: float = Field(0.5, gt=0)
@@ -226,6 +238,21 @@ class StateConfig(_Frozen):
     save_interval: float = Field(30.0, gt=0)
 
 
+class AdminConfig(_Frozen):
+    """The operator's credential for the dashboard (``/dashboard``) and its API. ``key`` is written as a
+    reference (``env:NAME`` or ``file:/path``) like a provider's ``api_key``; without one the dashboard
+    is disabled (its paths answer 404)."""
+
+    key: SecretStr | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _not_blank(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("must not be empty (leave admin.key out to disable the dashboard)")
+        return v
+
+
 class Config(_Frozen):
     """The whole configuration. ``source`` says where it came from (a file, the environment, the sim)."""
 
@@ -236,6 +263,7 @@ class Config(_Frozen):
     routers: dict[str, RouterConfig] = Field(default_factory=dict)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     source: str = Field("file", exclude=True)
 
     def resilience_for(self, model: str) -> ResilienceConfig:

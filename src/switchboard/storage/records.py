@@ -14,11 +14,13 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol
 
 from switchboard.telemetry.record import RequestRecord
 
-__all__ = ["RecordQuery", "RecordReader", "RecordSink", "RecordStoreError", "SinkStats"]
+__all__ = ["FollowableReader", "RecordQuery", "RecordReader", "RecordSink", "RecordStoreError", "SinkStats",
+           "open_reader"]
 
 
 class RecordStoreError(Exception):
@@ -111,3 +113,30 @@ class RecordReader(Protocol):
     def delete_older_than(self, ts: float) -> int: ...
 
     def close(self) -> None: ...
+
+
+class FollowableReader(RecordReader, Protocol):
+    """A reader that can also continue from where it left off (``switchboard logs --follow``), and be used
+    as a context manager."""
+
+    def query_and_position(self, q: RecordQuery) -> tuple[list[RequestRecord], int]: ...
+
+    def query_after(self, position: int, q: RecordQuery) -> tuple[list[RequestRecord], int]: ...
+
+    def __enter__(self) -> FollowableReader: ...
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None, /) -> None: ...
+
+
+def open_reader(location: str, *, schema: str = "public") -> FollowableReader:
+    """A reader of the records at ``location``: a ``postgresql://`` URL (records in ``schema``) or the
+    path of a SQLite file. Raises :class:`RecordStoreError` when there is no record store there."""
+    if location.startswith(("postgresql://", "postgres://")):
+        from switchboard.storage.postgres import open_postgres_reader
+
+        return open_postgres_reader(location, schema=schema)
+    from switchboard.storage.sqlite import open_records_reader
+
+    return open_records_reader(location)
+

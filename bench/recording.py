@@ -1,0 +1,114 @@
+"""What request recording costs: Switchboard's throughput with records off, to SQLite and to PostgreSQL.
+
+Three Switchboard processes (one worker each, pinned to the same CPU, idle while another is measured)
+serve the same simulated upstream; the load generator measures each in turn, rounds in rotating order, at
+concurrency 64 with a 0 ms upstream (the gateway is then the bottleneck, so recording shows fully).
+PostgreSQL is the machine's (``SWITCHBOARD_BENCH_POSTGRES_DSN``, default
+``postgresql://postgres@127.0.0.1:5432/test``) in a schema of its own, dropped afterwards.
+
+Usage::
+
+    .venv/bin/python bench/recording.py              # 3 rounds of 8 s cells
+    .venv/bin/python bench/recording.py --quick      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gateway_overhead import Options, Target, measure_cell, plan_cpus, start_sim, start_switchboard
+from loadgen_client import LoadGenError, LoadGenProcess
+from servers import StartupError, terminate_on_signals
+
+DSN_ENV = "SWITCHBOARD_BENCH_POSTGRES_DSN"
+CONCURRENCY = 64
+
+
+def _postgres(dsn: str) -> Any | None:
+    try:
+        import psycopg
+
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except Exception as exc:  # no driver or no server: measured without it, and said so
+        print(f"PostgreSQL not measured: {exc}", file=sys.stderr)
+        return None
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="short cells: only shows that everything works")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements of each target (default 3)")
+    args = ap.parse_args(argv)
+    opts = Options(quick=args.quick, skip_litellm=True, delays_ms=(0,), concurrency=(CONCURRENCY,))
+    if args.quick:
+        opts = replace(opts, requests=300, duration_s=0.5, warmup=50, warmup_max_s=1.0)
+    rounds = 1 if args.quick else args.rounds
+    dsn = os.environ.get(DSN_ENV, "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"sb_bench_{secrets.token_hex(4)}"
+    pg = _postgres(dsn)
+    plan = plan_cpus()
+    run_dir = Path(tempfile.mkdtemp(prefix="switchboard-recording-"))
+    results: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            sim, _direct = start_sim(run_dir, plan, opts.delays_ms)
+            stack.callback(sim.stop)
+            variants: list[tuple[str, dict[str, Any], str]] = [
+                ("off", {"enabled": False}, "records off"),
+                ("sqlite", {"path": str(run_dir / "records.db")}, "SQLite (WAL, batched)"),
+            ]
+            if pg is not None:
+                variants.append(("postgres", {"backend": "postgres", "dsn": dsn, "schema": schema},
+                                 f"PostgreSQL (schema {schema})"))
+            targets: list[Target] = []
+            for name, records, note in variants:
+                t = start_switchboard(run_dir, plan, sim_port=_direct.port, delays=opts.delays_ms,
+                                      records_config=records, name=f"switchboard-{name}", note=note)
+                stack.callback(t.process.stop)
+                targets.append(t)
+            lg = stack.enter_context(LoadGenProcess(cpus=plan.loadgen))
+            for r in range(rounds):
+                for t in targets[r % len(targets):] + targets[:r % len(targets)]:
+                    cell = measure_cell(lg, t, sim, opts, "non-stream", 0, CONCURRENCY)
+                    results.setdefault(t.name, []).append(cell)
+                    print(f"round {r + 1}: {t.name}: {cell['loadgen']['rps']:.0f} req/s", file=sys.stderr)
+    except StartupError as exc:
+        print(f"could not start a server: {exc}", file=sys.stderr)
+        return 2
+    except LoadGenError as exc:
+        print(f"load generator failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if pg is not None:
+            with contextlib.suppress(Exception):
+                pg.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            pg.close()
+    off = statistics.median(c["loadgen"]["rps"] for c in results["switchboard-off"])
+    print(f"Throughput, non-streaming, concurrency {CONCURRENCY}, 0 ms upstream, one worker; median of {rounds} "
+          "round(s)\n")
+    print("| records | req/s (median) | vs off | CPU ms/req | errors |")
+    print("|---|---:|---:|---:|---:|")
+    for name, cells in results.items():
+        rps = statistics.median(c["loadgen"]["rps"] for c in cells)
+        cpu = statistics.median(c["server"]["cpu_ms_per_request"] for c in cells)
+        errors = sum(c["loadgen"]["errors"] for c in cells)
+        print(f"| {name.removeprefix('switchboard-')} | {rps:.0f} | {(rps / off - 1) * 100:+.1f} % | {cpu:.3f} "
+              f"| {errors} |")
+    return 1 if any(c["loadgen"]["errors"] for cells in results.values() for c in cells) else 0
+
+
+if __name__ == "__main__":
+    with terminate_on_signals():
+        sys.exit(run())
