@@ -20,7 +20,7 @@ from typing import Protocol
 from switchboard.telemetry.record import RequestRecord
 
 __all__ = ["FollowableReader", "RecordQuery", "RecordReader", "RecordSink", "RecordStoreError", "SinkStats",
-           "open_reader"]
+           "open_reader", "where_clauses"]
 
 
 class RecordStoreError(Exception):
@@ -139,4 +139,31 @@ def open_reader(location: str, *, schema: str = "public") -> FollowableReader:
     from switchboard.storage.sqlite import open_records_reader
 
     return open_records_reader(location)
+
+
+def where_clauses(q: RecordQuery, placeholder: str) -> tuple[list[str], list[object]]:
+    """The SQL conditions (joined with AND by the caller) and parameters of ``q``'s filters, with the
+    driver's ``placeholder`` (``?`` for SQLite, ``%s`` for psycopg); ``limit`` aside."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if q.since is not None:
+        clauses.append(f"started_at >= {placeholder}")
+        params.append(q.since)
+    if q.until is not None:
+        clauses.append(f"started_at < {placeholder}")
+        params.append(q.until)
+    for column, value in (
+        ("public_model", q.public_model),
+        ("deployment", q.deployment),
+        ("status", q.status),
+        ("caller", q.caller),
+        ("request_id", q.request_id),
+        ("router", q.router),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {placeholder}")
+            params.append(value)
+    if q.only_errors:
+        clauses.append("(status >= 400 OR partial)")
+    return clauses, params
 

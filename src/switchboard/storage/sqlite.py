@@ -33,7 +33,7 @@ from typing import Any, Self
 import orjson
 
 from switchboard.config.model import RecordsConfig
-from switchboard.storage.records import RecordQuery, RecordStoreError, SinkStats
+from switchboard.storage.records import RecordQuery, RecordStoreError, SinkStats, where_clauses
 from switchboard.telemetry.record import Attempt, RequestRecord
 from switchboard.telemetry.redaction import redact_route
 
@@ -240,28 +240,7 @@ def _from_row(row: Sequence[Any]) -> RequestRecord:
 
 
 def _where(q: RecordQuery) -> tuple[list[str], list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
-    if q.since is not None:
-        clauses.append("started_at >= ?")
-        params.append(q.since)
-    if q.until is not None:
-        clauses.append("started_at < ?")
-        params.append(q.until)
-    for column, value in (
-        ("public_model", q.public_model),
-        ("deployment", q.deployment),
-        ("status", q.status),
-        ("caller", q.caller),
-        ("request_id", q.request_id),
-        ("router", q.router),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if q.only_errors:
-        clauses.append("(status >= 400 OR partial)")
-    return clauses, params
+    return where_clauses(q, "?")
 
 
 class SQLiteRecordReader:
