@@ -263,6 +263,9 @@ class Gateway:
 
     def lookup(self, name: str, kind: str | None = "chat") -> tuple[str, ModelConfig]:
         """The public model behind ``name`` (a model name or alias) that serves ``kind`` (any if None)."""
+        if name in self.routers and kind not in (None, "chat"):
+            raise InvalidRequest(f"'{name}' is a router of chat models and cannot serve this endpoint.",
+                                 param="model", code="model_not_supported")
         try:
             public, model = self._names[name]
         except KeyError:

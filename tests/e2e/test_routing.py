@@ -195,6 +195,12 @@ def test_routers_are_listed_as_models(oai: openai.OpenAI) -> None:
     assert oai.models.retrieve("auto").id == "auto"
 
 
+def test_a_router_cannot_serve_embeddings(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.embeddings.create(model="auto", input="hello")
+    assert caught.value.body["code"] == "model_not_supported"  # type: ignore[index]
+
+
 def test_round_robin_takes_deployments_in_turn(oai: openai.OpenAI) -> None:
     served = [oai.chat.completions.with_raw_response.create(model="rr", messages=USER)  # type: ignore[arg-type]
               .headers["x-switchboard-deployment"] for _ in range(6)]
