@@ -534,7 +534,7 @@ def _record_writer(cfg: RecordsConfig) -> RecordSink:
 
 def create_app(config: Config, *, records: RecordSink | None = None,
                metrics_dir: Path | None = None) -> SwitchboardApp:
-    """Build the ASGI app for ``config``. ``records`` defaults to the configured SQLite store;
+    """Build the ASGI app for ``config``. ``records`` defaults to the configured record store;
     ``metrics_dir`` is where the workers of one server share their metrics (``None``: one process)."""
     if records is None and config.records.enabled:
         records = _record_writer(config.records)
