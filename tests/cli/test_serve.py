@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -42,18 +43,24 @@ class Served:
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.banner: list[str] = []
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:  # the server says when it is up: no polling, no sleeping
-            self.banner.append(line.rstrip())
-            if line.startswith("Switchboard worker") and "ready" in line and self._all_started(line):
-                break
-        else:
-            raise AssertionError("gateway exited early:\n" + "\n".join(self.banner))
+        try:
+            for line in self.proc.stderr:  # the server says when it is up: no polling, no sleeping
+                self.banner.append(line.rstrip())
+                if "Switchboard worker" in line and self._all_started(line):
+                    break
+            else:
+                raise AssertionError("gateway exited early:\n" + "\n".join(self.banner))
+        except BaseException:  # a failed start leaves no process behind for later tests to trip over
+            self.proc.kill()
+            self.proc.wait(30)
+            self.proc.stderr.close()
+            raise
         self.url = f"http://127.0.0.1:{self.port}"
 
     _started = 0
 
     def _all_started(self, line: str) -> bool:
-        self._started += 1
+        self._started += len(re.findall(r"Switchboard worker \d+ ready", line))
         workers = 2 if "--workers" in " ".join(self.proc.args) else 1  # type: ignore[arg-type]
         return self._started >= workers
 
@@ -112,7 +119,7 @@ def test_serve_from_file_with_two_workers(tmp_path: Path, sim: SimThread) -> Non
             counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                       if line.startswith("switchboard_requests_total{") and 'model="sim-claude"' in line]
             workers = [line for line in text.splitlines() if line.startswith("switchboard_metrics_workers ")]
-            if sum(counts) == 6 or time.monotonic() > deadline:
+            if (sum(counts) == 6 and workers == ["switchboard_metrics_workers 2"]) or time.monotonic() > deadline:
                 break
         assert sum(counts) == 6 and workers == ["switchboard_metrics_workers 2"]
     finally:

@@ -220,7 +220,9 @@ def _worker(cfg: Config, sock: socket.socket, metrics_dir: Path | None = None) -
     app = create_app(cfg, metrics_dir=metrics_dir)
 
     def ready() -> None:
-        print(f"Switchboard worker {os.getpid()} ready", file=sys.stderr, flush=True)
+        # One write, so that the lines of workers starting together never interleave.
+        sys.stderr.write(f"Switchboard worker {os.getpid()} ready\n")
+        sys.stderr.flush()
 
     coro = serve(app, sock=sock, max_body=cfg.server.max_body_bytes, drain_timeout=cfg.server.drain_timeout,
                  on_ready=ready, on_stop=app.start_draining)
