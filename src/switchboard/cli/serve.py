@@ -146,10 +146,16 @@ def banner(resolved: ResolvedConfig) -> str:
         alias = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
         deps = ", ".join(d.id for d in model.deployments)
         lines.append(f"  {name}{alias} → {deps}")
+    if cfg.routers:
+        lines.append("Routers (pick the model per request; see: switchboard route explain):")
+        for name, router in cfg.routers.items():
+            alias = f" (aliases: {', '.join(router.aliases)})" if router.aliases else ""
+            lines.append(f"  {name}{alias} → {', '.join(router.models)}")
     rec = cfg.records
-    lines.append(f"Request records: {rec.path if rec.enabled else 'off'}"
+    where = rec.path if rec.backend == "sqlite" else f"PostgreSQL, schema {rec.schema_name}"
+    lines.append(f"Request records: {where if rec.enabled else 'off'}"
                  + (" (see: switchboard logs)" if rec.enabled else ""))
-    first_chat = next((n for n, m in cfg.models.items() if m.kind == "chat"), None)
+    first_chat = next(iter(cfg.routers), None) or next((n for n, m in cfg.models.items() if m.kind == "chat"), None)
     if first_chat:
         body = f'{{"model": "{first_chat}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
         lines.append(f"Try: curl {url}/v1/chat/completions -H 'content-type: application/json' -d '{body}'")
