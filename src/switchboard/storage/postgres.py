@@ -37,7 +37,7 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
-from switchboard.storage.records import RecordQuery, RecordStoreError, SinkStats, where_clauses
+from switchboard.storage.records import FlushTickets, RecordQuery, RecordStoreError, SinkStats, where_clauses
 from switchboard.storage.sqlite import COLUMNS, Migration
 from switchboard.telemetry.record import Attempt, RequestRecord
 from switchboard.telemetry.redaction import redact_route
@@ -468,12 +468,7 @@ class PostgresRecordWriter:
         self._migrated = False
         self._closed = False  # submit() refuses from here on
         self._stopping = False  # the writer thread drains and exits
-        self._wake = threading.Event()
-        self._flush_cond = threading.Condition()
-        self._flush_requested = 0
-        self._flush_done = 0
-        self._flush_complete = True
-        self._finished = False
+        self._tickets = FlushTickets()  # flush() and close() wake the thread, never submit()
         self._thread: threading.Thread | None = None
         self._reader: PostgresRecordReader | None = None
 
@@ -496,7 +491,7 @@ class PostgresRecordWriter:
             return False
         buf.append(record)
         if len(buf) == self._batch_size:
-            self._wake.set()
+            self._tickets.wake.set()
         return True
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -532,13 +527,7 @@ class PostgresRecordWriter:
         thread = self._thread
         if thread is None or not thread.is_alive():
             return False
-        with self._flush_cond:
-            self._flush_requested += 1
-            ticket = self._flush_requested
-        self._wake.set()
-        with self._flush_cond:
-            done = self._flush_cond.wait_for(lambda: self._flush_done >= ticket or self._finished, timeout)
-            return done and not self._finished and self._flush_complete
+        return self._tickets.request(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting records, write what is queued (waiting at most ``timeout``), stop the thread.
@@ -549,7 +538,7 @@ class PostgresRecordWriter:
         thread = self._thread
         if thread is not None:
             self._stopping = True
-            self._wake.set()
+            self._tickets.wake.set()
             thread.join(timeout)
         if thread is None or not thread.is_alive():
             self._dropped += len(self._buf)
@@ -601,12 +590,12 @@ class PostgresRecordWriter:
             retry_at: float | None = None  # set while failing: when to try again unasked
             next_flush = time.monotonic() + self._interval
             while not self._stopping:
-                self._wake.wait(max(0.0, (next_flush if retry_at is None else retry_at) - time.monotonic()))
-                self._wake.clear()
+                self._tickets.wake.wait(max(0.0, (next_flush if retry_at is None else retry_at) - time.monotonic()))
+                self._tickets.wake.clear()
                 if self._stopping:
                     break
-                ticket = self._flush_requested  # read after clear(): a later flush() wakes us again
-                asked = ticket > self._flush_done
+                ticket = self._tickets.take()
+                asked = self._tickets.asked(ticket)
                 now = time.monotonic()
                 if retry_at is not None and now < retry_at and not asked:
                     continue  # backing off: a full batch does not cut the wait short, a flush does
@@ -620,10 +609,7 @@ class PostgresRecordWriter:
                     retry_at = time.monotonic() + backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, self._backoff[1])
                 if asked:
-                    with self._flush_cond:
-                        self._flush_done = ticket
-                        self._flush_complete = complete
-                        self._flush_cond.notify_all()
+                    self._tickets.done(ticket, complete)
             # Shutting down: one more try for everything (a second one on a fresh connection).
             if not self._write_round(drain=True):
                 self._write_round(drain=True)
@@ -632,9 +618,7 @@ class PostgresRecordWriter:
             self._buf.clear()
         finally:
             self._disconnect()
-            with self._flush_cond:
-                self._finished = True
-                self._flush_cond.notify_all()
+            self._tickets.finish()
 
     def _write_round(self, *, drain: bool) -> bool:
         """Write what is held, then full batches, or with ``drain`` everything; stop at the first

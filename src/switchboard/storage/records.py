@@ -13,14 +13,24 @@ Usage::
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
 from switchboard.telemetry.record import RequestRecord
 
-__all__ = ["FollowableReader", "RecordQuery", "RecordReader", "RecordSink", "RecordStoreError", "SinkStats",
-           "open_reader", "where_clauses"]
+__all__ = [
+    "FlushTickets",
+    "FollowableReader",
+    "RecordQuery",
+    "RecordReader",
+    "RecordSink",
+    "RecordStoreError",
+    "SinkStats",
+    "open_reader",
+    "where_clauses",
+]
 
 
 class RecordStoreError(Exception):
@@ -166,4 +176,58 @@ def where_clauses(q: RecordQuery, placeholder: str) -> tuple[list[str], list[obj
     if q.only_errors:
         clauses.append("(status >= 400 OR partial)")
     return clauses, params
+
+
+class FlushTickets:
+    """The handshake between ``flush()`` callers and a record writer's thread.
+
+    A caller takes a ticket and wakes the thread; the thread reads the newest ticket after clearing
+    its wake-up, writes, and reports the ticket done with whether everything got written; ``finish()``
+    releases every waiter when the thread ends.
+
+    Usage::
+
+        ok = tickets.request(timeout)             # caller side: blocks until done, finished or timeout
+        ticket = tickets.take()                   # thread side, after wake.clear()
+        if tickets.asked(ticket): tickets.done(ticket, complete)
+    """
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._done = 0
+        self._complete = True  # whether the last flush round wrote everything
+        self._finished = False
+
+    def request(self, timeout: float) -> bool:
+        """Ask for a flush and wait for it: ``True`` when it wrote everything in time."""
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+        self.wake.set()
+        with self._cond:
+            done = self._cond.wait_for(lambda: self._done >= ticket or self._finished, timeout)
+            return done and not self._finished and self._complete
+
+    def take(self) -> int:
+        """The newest ticket (read after clearing ``wake``: a later request wakes the thread again)."""
+        return self._requested
+
+    def asked(self, ticket: int) -> bool:
+        """Whether ``ticket`` is a flush not yet reported done."""
+        return ticket > self._done
+
+    def done(self, ticket: int, complete: bool) -> None:
+        """Report every flush up to ``ticket`` done."""
+        with self._cond:
+            self._done = ticket
+            self._complete = complete
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        """The writer thread has ended: no flush will be done any more."""
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
 

@@ -33,7 +33,7 @@ from typing import Any, Self
 import orjson
 
 from switchboard.config.model import RecordsConfig
-from switchboard.storage.records import RecordQuery, RecordStoreError, SinkStats, where_clauses
+from switchboard.storage.records import FlushTickets, RecordQuery, RecordStoreError, SinkStats, where_clauses
 from switchboard.telemetry.record import Attempt, RequestRecord
 from switchboard.telemetry.redaction import redact_route
 
@@ -392,12 +392,7 @@ class SQLiteRecordWriter:
         self._retry: list[Row] = []  # one batch that failed once; retried at the next flush
         self._closed = False  # submit() refuses from here on
         self._stopping = False  # the writer thread drains and exits
-        self._wake = threading.Event()  # set by flush() and close(), never by submit()
-        self._flush_cond = threading.Condition()
-        self._flush_requested = 0
-        self._flush_done = 0
-        self._flush_complete = True  # whether the last flush round wrote everything
-        self._finished = False
+        self._tickets = FlushTickets()  # flush() and close() wake the thread, never submit()
         self._thread: threading.Thread | None = None
         self._reader: SQLiteRecordReader | None = None
 
@@ -422,7 +417,7 @@ class SQLiteRecordWriter:
         if len(buf) == self._batch_size:
             # A full batch wakes the writer; below that it wakes only every flush_interval, so an
             # idle gateway does not spend CPU (or the GIL) polling.
-            self._wake.set()
+            self._tickets.wake.set()
         return True
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -458,13 +453,7 @@ class SQLiteRecordWriter:
         thread = self._thread
         if thread is None or not thread.is_alive():
             return False
-        with self._flush_cond:
-            self._flush_requested += 1
-            ticket = self._flush_requested
-        self._wake.set()
-        with self._flush_cond:
-            done = self._flush_cond.wait_for(lambda: self._flush_done >= ticket or self._finished, timeout)
-            return done and not self._finished and self._flush_complete
+        return self._tickets.request(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting records, write what is queued (waiting at most ``timeout``), stop the thread.
@@ -475,7 +464,7 @@ class SQLiteRecordWriter:
         thread = self._thread
         if thread is not None:
             self._stopping = True
-            self._wake.set()
+            self._tickets.wake.set()
             thread.join(timeout)
         if thread is None or not thread.is_alive():
             leftover = len(self._buf)
@@ -526,21 +515,18 @@ class SQLiteRecordWriter:
         try:
             next_flush = time.monotonic() + self._interval
             while not self._stopping:
-                self._wake.wait(max(0.0, next_flush - time.monotonic()))
-                self._wake.clear()
+                self._tickets.wake.wait(max(0.0, next_flush - time.monotonic()))
+                self._tickets.wake.clear()
                 if self._stopping:
                     break
-                ticket = self._flush_requested  # read after clear(): a later flush() wakes us again
-                if ticket > self._flush_done or time.monotonic() >= next_flush:
+                ticket = self._tickets.take()
+                if self._tickets.asked(ticket) or time.monotonic() >= next_flush:
                     complete = self._write_round(conn, drain=True)
                     next_flush = time.monotonic() + self._interval
                 else:
                     complete = self._write_round(conn, drain=False)
-                if ticket > self._flush_done:
-                    with self._flush_cond:
-                        self._flush_done = ticket
-                        self._flush_complete = complete
-                        self._flush_cond.notify_all()
+                if self._tickets.asked(ticket):
+                    self._tickets.done(ticket, complete)
             # Shutting down: everything gets a write and a failed batch its one retry, now.
             self._write_round(conn, drain=True)
             if self._retry or self._buf:
@@ -550,9 +536,7 @@ class SQLiteRecordWriter:
             self._buf.clear()
         finally:
             conn.close()
-            with self._flush_cond:
-                self._finished = True
-                self._flush_cond.notify_all()
+            self._tickets.finish()
 
     def _write_round(self, conn: sqlite3.Connection, *, drain: bool) -> bool:
         """Write full batches, or with ``drain`` everything; stop at the first failed batch.
