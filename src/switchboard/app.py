@@ -33,6 +33,8 @@ from switchboard.errors import (
 from switchboard.gateway import ChatStream, Gateway, RequestContext, new_request_id
 from switchboard.ingress import anthropic_wire, openai_wire
 from switchboard.ingress.feedback_wire import parse_feedback
+from switchboard.policy.admin_api import AdminAPI
+from switchboard.policy.keys import VirtualKey
 from switchboard.routing.explain import explanation
 from switchboard.schemas.canonical import ChatRequest
 from switchboard.storage.records import RecordSink
@@ -95,7 +97,10 @@ class SwitchboardApp:
             ("GET", "/health/ready"): self._ready,
         }
         self._paths = {path for _, path in self._routes}
+        self._authenticate = gateway.governor.authenticator is not None
         self.dashboard = Dashboard(config, gateway.breakers, records)
+        self.admin = AdminAPI(config, gateway.governor, records)
+        self._retention: asyncio.Task[None] | None = None
 
     def start_draining(self) -> None:
         """Shutdown has begun: readiness answers 503 from now on, so load balancers stop sending."""
@@ -119,12 +124,16 @@ class SwitchboardApp:
                     if self.records is not None:
                         await asyncio.to_thread(self.records.start)
                     self.metrics.start()
+                    if self.records is not None and self.config.records.retention_days is not None:
+                        self._retention = asyncio.get_running_loop().create_task(self._retention_loop())
                 except Exception as exc:  # a broken record store must not hide behind a hang
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.draining = True
+                if self._retention is not None:
+                    self._retention.cancel()
                 await self.gateway.aclose()
                 if self.records is not None:
                     await asyncio.to_thread(self.records.close)
@@ -132,10 +141,35 @@ class SwitchboardApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def apply_retention(self) -> int:
+        """Delete the records older than ``records.retention_days``; returns how many went."""
+        days = self.config.records.retention_days
+        prune = getattr(self.records, "delete_older_than", None)
+        if days is None or prune is None:
+            return 0
+        deleted: int = await asyncio.to_thread(prune, time.time() - days * 86400)
+        if deleted:
+            log.info("retention: deleted %d records older than %g days", deleted, days)
+        return deleted
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.apply_retention()
+            except Exception:
+                log.exception("retention: could not delete old records")
+            await asyncio.sleep(_RETENTION_INTERVAL)
+
     # -- dispatch ----------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {}
+        for k, v in scope["headers"]:
+            name = k.decode("latin-1")
+            # Switchboard's own headers come from Switchboard: a client may send only the documented ones.
+            if name.startswith("x-switchboard-") and name not in _CLIENT_HEADERS:
+                continue
+            headers[name] = v.decode("latin-1")
         rid = headers.get("x-request-id")
         if rid is None or not _REQUEST_ID_OK.fullmatch(rid):
             rid = new_request_id()
@@ -145,11 +179,15 @@ class SwitchboardApp:
         if endpoint is not None:
             self.metrics.request_started(endpoint)
         try:
+            if self._authenticate and (endpoint is not None or path in _KEYED_PATHS or path.startswith(_MODEL_PATHS)):
+                ex.key = await self.gateway.governor.authenticate(headers)
             handler = self._routes.get((scope["method"], path))
             if handler is None:
                 handler = self._model_by_id if path.startswith(("/v1/models/", "/models/")) else None
             if handler is None and (path == "/dashboard" or path.startswith("/dashboard/")):
                 handler = self._dashboard
+            if handler is None and path.startswith("/admin/"):
+                handler = self._admin
             if handler is None:
                 if path in self._paths:
                     raise _MethodNotAllowed(f"Method {scope['method']} is not allowed on {path}.")
@@ -208,6 +246,7 @@ class SwitchboardApp:
         ex.recorded = True
         ctx = RequestContext.create(endpoint="embeddings", dialect=ex.dialect, request_id=ex.request_id,
                                     client_headers=ex.headers, caller=req.user, timeout=_client_timeout(ex))
+        _identify(ctx, ex)
         ex.ctx = ctx
         resp = await self._until_disconnect(receive, ex, self.gateway.embed(req, ctx))
         payload = openai_wire.render_embedding_response(resp, model=resp.model or req.model,
@@ -215,7 +254,7 @@ class SwitchboardApp:
         await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, None))
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
-        names = self.gateway.model_names()
+        names = [(n, t) for n, t in self.gateway.model_names() if ex.key is None or ex.key.allows_model(n)]
         if "anthropic-version" in ex.headers:
             payload = _anthropic_models([n for n, _ in names])
         else:
@@ -224,6 +263,7 @@ class SwitchboardApp:
 
     async def _model_by_id(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         name = scope["path"].split("/models/", 1)[1]
+        self.gateway.governor.check_model(ex.key, name)
         if name not in self.gateway.routers:
             self.gateway.lookup(name, None)
         payload = {"id": name, "object": "model", "created": _STARTED, "owned_by": "switchboard"}
@@ -255,6 +295,13 @@ class SwitchboardApp:
         headers = [*resp.headers, (b"content-length", str(len(resp.body)).encode())]
         await send({"type": "http.response.start", "status": resp.status, "headers": ex.with_id(headers)})
         await send({"type": "http.response.body", "body": resp.body})
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        body = await self._raw_body(scope, receive, ex)
+        query = scope.get("query_string", b"").decode("latin-1")
+        status, payload = await self.admin.handle(scope["method"], scope["path"], query, ex.headers, body,
+                                                  ex.request_id)
+        await self._send(send, ex, status, orjson.dumps(payload), [(b"cache-control", b"no-store")])
 
     async def _live(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         await self._send(send, ex, 200, b'{"status":"live"}', [])
@@ -330,6 +377,7 @@ class SwitchboardApp:
                                     client_headers=ex.headers, caller=req.user, timeout=timeout)
         if req.metadata:
             ctx.record.metadata = dict(req.metadata)
+        _identify(ctx, ex)
         ex.ctx = ctx
         return ctx
 
@@ -350,6 +398,15 @@ class SwitchboardApp:
             watcher.cancel()
 
     async def _json_body(self, scope: Scope, receive: Receive, ex: _Exchange) -> Any:
+        body = await self._raw_body(scope, receive, ex)
+        if not body:
+            raise InvalidRequest("The request body is empty; expected a JSON object.")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}.") from None
+
+    async def _raw_body(self, scope: Scope, receive: Receive, ex: _Exchange) -> bytes:
         declared = ex.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise PayloadTooLarge(f"Request body is larger than the limit of {self._max_body} bytes.")
@@ -374,18 +431,14 @@ class SwitchboardApp:
             body = b"".join(parts)
         elif len(body) > self._max_body:
             raise PayloadTooLarge(f"Request body is larger than the limit of {self._max_body} bytes.")
-        if not body:
-            raise InvalidRequest("The request body is empty; expected a JSON object.")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}.") from None
+        return body
 
     @staticmethod
     def _result_headers(ctx: RequestContext, upstream_id: str | None) -> Headers:
         rec = ctx.record
         attempts = rec.attempts
         out: Headers = [
+            *ctx.response_headers,
             (b"x-switchboard-model", (rec.public_model or "").encode("latin-1", "replace")),
             *([(b"x-switchboard-router", rec.router.encode("latin-1", "replace"))] if rec.router else []),
             (b"x-switchboard-deployment", (rec.deployment or "").encode("latin-1", "replace")),
@@ -415,6 +468,8 @@ class SwitchboardApp:
         render = anthropic_wire.render_error if ex.dialect == "anthropic" else openai_wire.render_error
         payload = render(exc)
         headers: Headers = []
+        if ex.ctx is not None:
+            headers.extend(ex.ctx.response_headers)
         if ex.ctx is not None and ex.ctx.record.attempts:
             rec = ex.ctx.record
             headers.append((b"x-switchboard-model", (rec.public_model or "").encode("latin-1", "replace")))
@@ -438,7 +493,7 @@ class _MethodNotAllowed(InvalidRequest):
 class _Exchange:
     """Per-request state the app needs: id, headers, dialect, and whether a response started."""
 
-    __slots__ = ("client_gone", "ctx", "dialect", "finished", "headers", "recorded", "request_id", "started")
+    __slots__ = ("client_gone", "ctx", "dialect", "finished", "headers", "key", "recorded", "request_id", "started")
 
     def __init__(self, request_id: str, headers: dict[str, str], dialect: str) -> None:
         self.request_id = request_id
@@ -449,6 +504,7 @@ class _Exchange:
         self.client_gone = False
         self.recorded = False  # the gateway keeps this request's record
         self.finished = False  # the last byte of the response is on its way
+        self.key: VirtualKey | None = None  # the caller's virtual key, when the API requires keys
 
     def with_id(self, headers: Headers) -> Headers:
         headers.append((b"x-request-id", self.request_id.encode()))
@@ -464,6 +520,22 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _
                 ex.client_gone = True
                 task.cancel()
             return
+
+
+def _identify(ctx: RequestContext, ex: _Exchange) -> None:
+    """Who made the request, from its virtual key: the key's id and team (never the client's say-so), and
+    the key's user when the request names no end user."""
+    key = ex.key
+    if key is None:
+        return
+    ctx.key = key
+    rec = ctx.record
+    rec.key_id = key.id
+    rec.team = key.team
+    if rec.caller is None:
+        rec.caller = key.user
+    if key.team is not None:
+        rec.metadata["team"] = key.team
 
 
 def _client_timeout(ex: _Exchange) -> float | None:
@@ -507,6 +579,15 @@ def _dry_run(ex: _Exchange) -> bool:
         return False
     raise InvalidRequest("The x-switchboard-dry-run header must be true or false.", param="x-switchboard-dry-run")
 
+
+_RETENTION_INTERVAL = 3600.0  # seconds between two passes of the records retention job
+
+#: The ``x-switchboard-*`` request headers a client may send; any other is dropped on arrival.
+_CLIENT_HEADERS = frozenset({"x-switchboard-timeout", "x-switchboard-dry-run", "x-switchboard-tags"})
+
+#: Paths besides the API endpoints that need a virtual key when keys are required.
+_KEYED_PATHS = frozenset({"/v1/models", "/models", "/v1/feedback"})
+_MODEL_PATHS = ("/v1/models/", "/models/")
 
 _API_ENDPOINTS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/v1/messages": "messages",
                   "/v1/embeddings": "embeddings", "/embeddings": "embeddings"}

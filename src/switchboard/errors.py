@@ -57,8 +57,16 @@ __all__ = [
 ]
 
 
+def _redacted(message: str) -> str:
+    """A secret or personal datum an upstream echoed, or a client sent, never reaches an error body, a log
+    line or a record through an error message."""
+    from switchboard.telemetry.redaction import ERROR_KINDS, redact
+
+    return redact(message, ERROR_KINDS)
+
+
 class SwitchboardError(Exception):
-    """Base of every error a client can see."""
+    """Base of every error a client can see. Its message is redacted of secrets and personal data."""
 
     status: int = 500
     openai_type: str = "api_error"
@@ -74,6 +82,7 @@ class SwitchboardError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        message = _redacted(message)
         super().__init__(message)
         self.message = message
         self.param = param

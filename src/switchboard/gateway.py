@@ -29,6 +29,9 @@ from switchboard.execution.hedging import HedgeBudget
 from switchboard.execution.live import LiveStats
 from switchboard.execution.probes import HealthProber, ProbeTarget
 from switchboard.execution.validators import load_validator
+from switchboard.policy.governor import Governor
+from switchboard.policy.guardrails import StreamRestorer, Vault, restore_response
+from switchboard.policy.keys import VirtualKey
 from switchboard.providers.base import Provider, create_provider
 from switchboard.providers.http import HttpClient
 from switchboard.routing.bandit import BanditStateError, Feedback, Signal
@@ -44,7 +47,9 @@ from switchboard.schemas.canonical import (
     EmbeddingRequest,
     EmbeddingResponse,
     StreamEvent,
+    StreamFinish,
     StreamUsage,
+    TextDelta,
     Usage,
 )
 from switchboard.schemas.ids import new_id
@@ -81,6 +86,10 @@ class RequestContext:
     client_headers: Mapping[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     timeout: float | None = None  # the caller's own deadline in seconds, if it set one
+    key: VirtualKey | None = None  # the virtual key that made the request, when the API requires keys
+    admitted: bool = False  # its tokens and dollars were reserved: settle them when it ends
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-* …
+    vault: Vault | None = None  # values a guardrail redacted, to put back into the answer
 
     @classmethod
     def create(cls, *, endpoint: str, dialect: str = "library", request_id: str | None = None,
@@ -106,15 +115,17 @@ class _Forwarding:
         if not self.exact and not self.prefixes:
             return {}
         return {k: v for k, v in headers.items()
-                if k not in _NEVER_FORWARD and (k in self.exact or (self.prefixes and k.startswith(self.prefixes)))}
+                if k not in _NEVER_FORWARD and not k.startswith("x-switchboard-")
+                and (k in self.exact or (self.prefixes and k.startswith(self.prefixes)))}
 
 
 class Gateway:
     """Routes canonical requests to upstream deployments and records what happened."""
 
     def __init__(self, config: Config, *, records: RecordSink | None = None, http: HttpClient | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, governor: Governor | None = None) -> None:
         self.config = config
+        self.governor = governor if governor is not None else Governor.build(config)
         self._own_http = http is None
         self._http = http or HttpClient(
             max_connections_per_host=max((pc.max_connections for pc in config.providers.values()), default=256))
@@ -240,6 +251,7 @@ class Gateway:
             if self._state is not None:
                 await asyncio.to_thread(self._state.close)
                 self._state = None
+        await self.governor.aclose()
         if self._own_http:
             await self._http.aclose()
 
@@ -295,6 +307,10 @@ class Gateway:
             public, model = self.lookup(request.model)
             return public, model, features_of(request, public, for_rules=False), None
         features = features_of(request, router.name, caller=ctx.record.caller, headers=ctx.client_headers)
+        if ctx.key is not None:  # the team is the key's, whatever the request's metadata says
+            team = ctx.key.team
+            meta = {k: v for k, v in features.metadata.items() if k != "team"}
+            features = replace(features, team=team, metadata=meta if team is None else {**meta, "team": team})
         live = {d.id: s.snapshot() for m in router.config.models for d in self.config.models[m].deployments
                 if (s := self.stats.peek(d.id)) is not None}
         decision = await router.decide(features, request.messages, live, self.breakers.unavailable())
@@ -402,13 +418,19 @@ class Gateway:
         ctx = ctx or RequestContext.create(endpoint="chat")
         rec = ctx.record
         try:
+            if self.governor.active:
+                request = await self._screen(request, ctx)
             public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
             route = self._route(public, model, features, ctx, decision)
+            if ctx.key is not None:
+                await self._admit(ctx, request, features.prompt_tokens, route)
             done = await self._executor.chat(route, request, ctx)
             rec.unsatisfactory = done.unsatisfactory
             self._settle(rec, done.deployment, done.value.usage, done.attempt)
             rec.ttft_ms = rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
+            if ctx.vault is not None:
+                return restore_response(done.value, ctx.vault)
             return done.value
         except SwitchboardError as exc:
             self._fail(rec, exc)
@@ -430,9 +452,13 @@ class Gateway:
         rec = ctx.record
         rec.stream = True
         try:
+            if self.governor.active:
+                request = await self._screen(request, ctx)
             public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
             route = self._route(public, model, features, ctx, decision)
+            if ctx.key is not None:
+                await self._admit(ctx, request, features.prompt_tokens, route)
             started = await self._executor.stream(route, request, ctx)
             rec.unsatisfactory = started.unsatisfactory
         except SwitchboardError as exc:
@@ -452,9 +478,13 @@ class Gateway:
         ctx = ctx or RequestContext.create(endpoint="embeddings")
         rec = ctx.record
         try:
+            if ctx.key is not None:
+                self.governor.check_model(ctx.key, request.model)
             public, model = self.lookup(request.model, "embedding")
             rec.public_model = public
             route = self._route(public, model, RequestFeatures(public), ctx)
+            if ctx.key is not None:
+                await self._admit(ctx, None, _embedding_tokens(request), route)
             done = await self._executor.embed(route, request, ctx)
             self._settle(rec, done.deployment, done.value.usage, done.attempt)
             rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
@@ -467,6 +497,28 @@ class Gateway:
             raise
         finally:
             self._submit(ctx)
+
+    # -- governance --------------------------------------------------------------------------
+
+    async def _screen(self, request: ChatRequest, ctx: RequestContext) -> ChatRequest:
+        """The model allowlist, the size caps and the guardrails, before anything is routed."""
+        key = ctx.key
+        self.governor.check_model(key, request.model)
+        screened = await self.governor.screen(request, key)
+        if screened.flags:
+            ctx.record.metadata["guardrails"] = ",".join(sorted(set(screened.flags)))
+        ctx.vault = screened.vault
+        return screened.request
+
+    async def _admit(self, ctx: RequestContext, request: ChatRequest | None, prompt_tokens: int,
+                     route: Route) -> None:
+        """Reserve the request's tokens and dollars against its key's limits (raises when refused)."""
+        assert ctx.key is not None
+        policy = route.policy
+        names = (route.plan.public_model, *policy.fallbacks, policy.context_fallback, policy.refusal_fallback)
+        models = [self.config.models[n] for n in dict.fromkeys(names) if n is not None and n in self.config.models]
+        await self.governor.admit(ctx.key, ctx.request_id, request, prompt_tokens, models, ctx.response_headers)
+        ctx.admitted = True
 
     # -- record keeping ----------------------------------------------------------------------
 
@@ -490,10 +542,17 @@ class Gateway:
             rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
         if rec.router is not None and rec.status < 400:
             self._learn_from_outcome(rec)
+        if ctx.admitted:
+            self.governor.settle(rec, True)
         for listener in self.record_listeners:
             listener(rec)
         if self._records is not None:
             self._records.submit(rec)
+
+
+def _embedding_tokens(request: EmbeddingRequest) -> int:
+    """An estimate of an embeddings request's input tokens (characters / 4, or the token ids given)."""
+    return sum(len(x) // 4 + 1 if isinstance(x, str) else len(x) for x in request.inputs)
 
 
 def _apply_usage(rec: RequestRecord, usage: Usage, dep: DeploymentConfig, winner: Attempt | None) -> None:
@@ -569,6 +628,7 @@ class ChatStream:
         self._batches = self._run()
         self._events: AsyncGenerator[StreamEvent, None] | None = None
         self.usage: Usage | None = None
+        self._restorers: dict[int, StreamRestorer] | None = {} if ctx.vault is not None else None
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         if self._events is None:
@@ -596,10 +656,10 @@ class ChatStream:
         try:
             first, self._buffered = self._buffered, []
             self._note(first)
-            yield first
+            yield first if self._restorers is None else self._restore(first)
             async for batch in self._rest:
                 self._note(batch)
-                yield batch
+                yield batch if self._restorers is None else self._restore(batch)
             finished = True
         except SwitchboardError as exc:
             rec.partial = True
@@ -628,6 +688,26 @@ class ChatStream:
             aclose = getattr(self._rest, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    def _restore(self, batch: list[StreamEvent]) -> list[StreamEvent]:
+        """Put redacted values back into the text (a placeholder split across chunks included)."""
+        assert self._restorers is not None and self.ctx.vault is not None
+        out: list[StreamEvent] = []
+        for ev in batch:
+            if type(ev) is TextDelta:
+                restorer = self._restorers.get(ev.choice)
+                if restorer is None:
+                    restorer = self._restorers[ev.choice] = StreamRestorer(self.ctx.vault)
+                text = restorer.feed(ev.text)
+                if text:
+                    out.append(TextDelta(text, ev.choice))
+                continue
+            if type(ev) is StreamFinish and (held := self._restorers.pop(ev.choice, None)) is not None:
+                rest = held.flush()
+                if rest:
+                    out.append(TextDelta(rest, ev.choice))
+            out.append(ev)
+        return out
 
     def _note(self, batch: list[StreamEvent]) -> None:
         for ev in batch:

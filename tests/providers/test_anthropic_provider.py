@@ -529,7 +529,7 @@ async def test_api_key_never_appears_in_errors() -> None:
         await make_provider(http).chat(chat_request(), DEPLOYMENT, OPTIONS)
     assert API_KEY not in str(info.value)
     assert API_KEY not in repr(info.value)
-    assert "redacted" in info.value.message
+    assert "redacted" in info.value.message.lower()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any
 from switchboard import __version__
 from switchboard.config.load import ConfigError, config_from_environment, load_config, parse_config
 from switchboard.config.model import Config
+from switchboard.telemetry.logs import install_redaction
 
 __all__ = ["ResolvedConfig", "add_parser", "banner", "resolve_config", "run"]
 
@@ -164,12 +165,18 @@ def banner(resolved: ResolvedConfig) -> str:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    install_redaction()
     try:
         resolved = resolve_config(args.config, os.environ)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
     cfg = _with_overrides(resolved.config, args.host, args.port, args.workers)
+    if cfg.server.workers > 1 and cfg.auth.virtual_keys and cfg.limits.backend == "memory":
+        print("virtual keys with several workers need a shared limits store: with limits.backend memory each "
+              "worker would count limits and budgets of its own. Set limits.backend: redis, or run one worker.",
+              file=sys.stderr)
+        return 1
     resolved.config = cfg
     try:
         sock = _listen(cfg.server.host, cfg.server.port)

@@ -84,6 +84,13 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
     admin = data.get("admin")
     if isinstance(admin, dict) and "key" in admin:
         data = {**data, "admin": {**admin, "key": _resolve_secret(admin["key"], env, "admin.key", problems)}}
+    auth = data.get("auth")
+    if isinstance(auth, dict) and "secret" in auth:
+        data = {**data, "auth": {**auth, "secret": _resolve_secret(auth["secret"], env, "auth.secret", problems)}}
+    limits = data.get("limits")
+    if isinstance(limits, dict) and "redis_url" in limits:
+        data = {**data, "limits": {**limits, "redis_url": _resolve_secret(limits["redis_url"], env, "limits.redis_url",
+                                                                          problems)}}
     problems.extend(_provider_references(data))
     data = _merge_resilience(data)
     try:
@@ -105,6 +112,11 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
         if find_spec("psycopg") is None:
             problems.append(("records.backend",
                              "the postgres backend needs psycopg: pip install 'switchboard[postgres]'"))
+    if cfg.limits.backend == "redis":
+        from importlib.util import find_spec
+
+        if find_spec("redis") is None:
+            problems.append(("limits.backend", "the redis backend needs redis-py: pip install 'switchboard[redis]'"))
     if problems:
         raise ConfigError(problems, source)
     return cfg
@@ -185,6 +197,31 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         problems.extend(_check_fallbacks(cfg, model_name))
     for router_name in cfg.routers:
         problems.extend(_check_router(cfg, router_name, names))
+    problems.extend(_check_guardrails(cfg))
+    return problems
+
+
+def _check_guardrails(cfg: Config) -> list[tuple[str, str]]:
+    """Every guardrail a model or router names exists; a routing guardrail routes to a chat model or router."""
+    problems: list[tuple[str, str]] = []
+    users: list[tuple[str, tuple[str, ...]]] = [(f"models.{n}", m.guardrails) for n, m in cfg.models.items()]
+    users += [(f"routers.{n}", r.guardrails) for n, r in cfg.routers.items()]
+    for path, names in users:
+        for i, name in enumerate(names):
+            if name not in cfg.guardrails:
+                problems.append((f"{path}.guardrails[{i}]", f"unknown guardrail '{name}'"))
+    chat = {n for n, m in cfg.models.items() if m.kind == "chat"}
+    chat |= {a for n in chat for a in cfg.models[n].aliases} | set(cfg.routers)
+    chat |= {a for r in cfg.routers.values() for a in r.aliases}
+    for name, g in cfg.guardrails.items():
+        if g.model is not None and g.model not in chat:
+            problems.append((f"guardrails.{name}.model", f"'{g.model}' is not a chat model or router"))
+        if g.type == "presidio":
+            from importlib.util import find_spec
+
+            if find_spec("presidio_analyzer") is None:
+                problems.append((f"guardrails.{name}.type",
+                                 "the presidio guardrail needs presidio-analyzer: pip install 'switchboard[presidio]'"))
     return problems
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from switchboard.config.governance import AuthConfig, GuardrailConfig, LimitsConfig
 from switchboard.config.routers import BalanceStrategy, RouterConfig
 
 __all__ = [
@@ -196,6 +197,7 @@ class ModelConfig(_Frozen):
     context_fallback: str | None = None
     refusal_fallback: str | None = None
     resilience: ResilienceConfig | None = None
+    guardrails: tuple[str, ...] = ()
 
 
 class ServerConfig(_Frozen):
@@ -211,7 +213,8 @@ class RecordsConfig(_Frozen):
     record of a routed request keeps its prompt text (the last 16,000 characters), so that
     ``switchboard router replay`` can run it through another policy; off by default. ``backend: postgres``
     writes to ``dsn`` (a secret reference such as ``env:SWITCHBOARD_RECORDS_DSN``), in ``schema``, so that
-    several gateway processes share one store; ``path`` is the SQLite file otherwise."""
+    several gateway processes share one store; ``path`` is the SQLite file otherwise. With
+    ``retention_days`` records older than that are deleted at start-up and every hour after."""
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> RecordsConfig:
@@ -228,6 +231,7 @@ class RecordsConfig(_Frozen):
     batch_size: int = Field(256, ge=1)
     flush_interval: float = Field(0.5, gt=0)
     capture_prompts: bool = False
+    retention_days: float | None = Field(None, gt=0)
 
 
 class StateConfig(_Frozen):
@@ -264,6 +268,9 @@ class Config(_Frozen):
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    guardrails: dict[str, GuardrailConfig] = Field(default_factory=dict)
     source: str = Field("file", exclude=True)
 
     def resilience_for(self, model: str) -> ResilienceConfig:

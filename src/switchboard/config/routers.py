@@ -202,6 +202,7 @@ class RouterConfig(_Frozen):
     bandit: BanditConfig | None = None
     fallback: bool = True
     expected_output_tokens: int = Field(256, ge=1)
+    guardrails: tuple[str, ...] = ()
 
     @field_validator("quality")
     @classmethod

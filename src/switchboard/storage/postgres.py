@@ -37,7 +37,16 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
-from switchboard.storage.records import FlushTickets, RecordQuery, RecordStoreError, SinkStats, where_clauses
+from switchboard.storage.records import (
+    ERASABLE,
+    ErasureLedger,
+    FlushTickets,
+    RecordQuery,
+    RecordStoreError,
+    SinkStats,
+    subject_digest,
+    where_clauses,
+)
 from switchboard.storage.sqlite import COLUMNS, Migration
 from switchboard.telemetry.record import Attempt, RequestRecord
 from switchboard.telemetry.redaction import redact_route
@@ -114,6 +123,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE {schema}.requests ADD COLUMN router TEXT",
             "ALTER TABLE {schema}.requests ADD COLUMN route JSONB",
             "CREATE INDEX requests_router ON {schema}.requests (router, started_at)",
+        ),
+    ),
+    Migration(
+        "0004_governance",
+        (
+            "ALTER TABLE {schema}.requests ADD COLUMN key_id TEXT",
+            "ALTER TABLE {schema}.requests ADD COLUMN team TEXT",
+            "CREATE INDEX requests_key_id ON {schema}.requests (key_id, started_at)",
+            """
+            CREATE TABLE IF NOT EXISTS {schema}.erasures (
+                id     BIGSERIAL PRIMARY KEY,
+                field  TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                at     DOUBLE PRECISION NOT NULL
+            )
+            """,
         ),
     ),
 )
@@ -334,6 +359,25 @@ class PostgresRecordReader:
 
         return self._call(run)
 
+    def erase(self, field: str, value: str, at: float | None = None) -> int:
+        """Delete the records of one subject (``field`` is ``caller`` or ``key_id``) that started before
+        ``at`` (default: now), and enter the erasure in the ledger in the same transaction — under the
+        writers' lock, so every writer drops such records still queued. Returns how many stored records went."""
+        if field not in ERASABLE:
+            raise ValueError(f"records are erased by {' or '.join(ERASABLE)}, not {field!r}")
+        when = time.time() if at is None else at
+        insert = _sql("INSERT INTO {schema}.erasures (field, digest, at) VALUES (%s, %s, %s)", self.schema)
+        delete = _sql(f"DELETE FROM {{schema}}.requests WHERE {field} = %s AND started_at <= %s", self.schema)
+        lock = _lock_key("write", self.schema)
+
+        def run(conn: Connection) -> int:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                conn.execute(insert, (field, subject_digest(value), when))
+                return conn.execute(delete, (value, when)).rowcount
+
+        return self._call(run)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -460,6 +504,8 @@ class PostgresRecordWriter:
             schema,
         )
         self._write_key = _lock_key("write", schema)
+        self._read_ledger = _sql("SELECT id, field, digest, at FROM {schema}.erasures WHERE id > %s", schema)
+        self._ledger = ErasureLedger(COLUMNS)
 
         self._buf: deque[RequestRecord] = deque()
         self._held: list[Row] = []  # taken from the buffer, not yet written: retried until it is
@@ -577,6 +623,10 @@ class PostgresRecordWriter:
         """See :meth:`PostgresRecordReader.delete_older_than`. Blocks: run it in a thread."""
         return self._started_reader().delete_older_than(ts)
 
+    def erase(self, field: str, value: str, at: float | None = None) -> int:
+        """See :meth:`PostgresRecordReader.erase`. Blocks: run it in a thread."""
+        return self._started_reader().erase(field, value, at)
+
     def _started_reader(self) -> PostgresRecordReader:
         if self._reader is None:
             raise RuntimeError("PostgresRecordWriter is not running: call start() first")
@@ -648,12 +698,12 @@ class PostgresRecordWriter:
         """Write the held rows. ``False`` when they must wait for a retry (the database is away)."""
         rows = self._held
         try:
-            self._commit(rows)
+            written = self._commit(rows)
         except Exception as exc:  # the thread must outlive anything a write can raise
             self._fail(exc)
             # Unreachable, restarting, a lock, a dropped table, a bad hook: retry it all later.
             return self._write_one_by_one() if _refuses_the_records(exc) else False
-        self._written += len(rows)
+        self._written += written
         self._batches += 1
         self._held, self._held_count = [], 0
         return True
@@ -663,32 +713,33 @@ class PostgresRecordWriter:
         while self._held:
             row = self._held[0]
             try:
-                self._commit([row])
+                written = self._commit([row])
             except Exception as exc:
                 self._fail(exc)
                 if not _refuses_the_records(exc):
                     return False
                 self._dropped += 1
             else:
-                self._written += 1
+                self._written += written
                 self._batches += 1
             self._held = self._held[1:]
             self._held_count = len(self._held)
         return True
 
-    def _commit(self, rows: list[Row]) -> None:
+    def _commit(self, rows: list[Row]) -> int:
+        """Write ``rows`` in one transaction; returns how many were written (erased subjects' are not)."""
         if self._before_write is not None:
             self._before_write(len(rows))
         reused = self._conn is not None
         try:
-            self._transaction(rows)
+            return self._transaction(rows)
         except psycopg.OperationalError:
             if not reused or self._conn is not None:
                 raise
             # The connection had gone stale while idle (the server restarted): one retry at once.
-            self._transaction(rows)
+            return self._transaction(rows)
 
-    def _transaction(self, rows: list[Row]) -> None:
+    def _transaction(self, rows: list[Row]) -> int:
         if self._conn is None:
             try:
                 self._conn = self._open()
@@ -699,16 +750,21 @@ class PostgresRecordWriter:
             with conn.transaction():
                 # One writer per schema at a time: positions then become visible in order.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._write_key,))
+                ledger = self._ledger
+                ledger.learn(conn.execute(self._read_ledger, (ledger.last_id,)).fetchall())
+                rows = ledger.keep(rows)
                 with conn.cursor() as cursor:
                     payload = _batch_json(rows) if len(rows) > 1 else None
                     if payload is None:
-                        cursor.executemany(self._insert, rows)
+                        if rows:
+                            cursor.executemany(self._insert, rows)
                     else:
                         cursor.execute(self._insert_batch, (payload,))
         except psycopg.Error:
             if conn.broken or conn.closed:
                 self._disconnect()
             raise
+        return len(rows)
 
     def _open(self) -> Connection:
         conn = _connect(self._dsn, self._connect_timeout)

@@ -13,7 +13,10 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -21,6 +24,8 @@ from typing import Protocol
 from switchboard.telemetry.record import RequestRecord
 
 __all__ = [
+    "ERASABLE",
+    "ErasureLedger",
     "FlushTickets",
     "FollowableReader",
     "RecordQuery",
@@ -29,8 +34,12 @@ __all__ = [
     "RecordStoreError",
     "SinkStats",
     "open_reader",
+    "subject_digest",
     "where_clauses",
 ]
+
+#: The record fields a subject can be erased by: the end user, and the virtual key.
+ERASABLE = ("caller", "key_id")
 
 
 class RecordStoreError(Exception):
@@ -231,3 +240,57 @@ class FlushTickets:
             self._finished = True
             self._cond.notify_all()
 
+
+
+def subject_digest(value: str) -> str:
+    """How an erased subject is named in the erasure ledger: never the identifier itself."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class ErasureLedger:
+    """A writer's copy of the erasure ledger (the ``erasures`` table), read inside each write transaction.
+
+    An erasure deletes the subject's stored records and enters its digest here, in one transaction that
+    writers serialise with; every writer (of every process) then drops the records of that subject that
+    started before the erasure and were still queued. Entries older than ``horizon`` seconds are
+    forgotten: no request lives that long, so nothing queued can predate them.
+    """
+
+    def __init__(self, columns: Sequence[str], horizon: float = 6 * 3600.0) -> None:
+        self.last_id = 0
+        self._index = {field: columns.index(field) for field in ERASABLE}
+        self._started = columns.index("started_at")
+        self._erased: dict[tuple[str, str], float] = {}
+        self._horizon = horizon
+        self.dropped = 0
+
+    def learn(self, entries: Sequence[tuple[int, str, str, float]]) -> None:
+        """Take new ledger rows ``(id, field, digest, at)``."""
+        now = time.time()
+        for entry_id, field, digest, at in entries:
+            self.last_id = max(self.last_id, int(entry_id))
+            if field in self._index and at > now - self._horizon:
+                self._erased[(field, digest)] = max(at, self._erased.get((field, digest), 0.0))
+        if self._erased:
+            self._erased = {k: at for k, at in self._erased.items() if at > now - self._horizon}
+
+    def keep(self, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """``rows`` without those of an erased subject that started before its erasure."""
+        if not self._erased:
+            return rows
+        kept = []
+        for row in rows:
+            started = row[self._started]
+            erased = False
+            for field, i in self._index.items():
+                value = row[i]
+                if isinstance(value, str):
+                    at = self._erased.get((field, subject_digest(value)))
+                    if at is not None and isinstance(started, float | int) and started <= at:
+                        erased = True
+                        break
+            if erased:
+                self.dropped += 1
+            else:
+                kept.append(row)
+        return kept

@@ -33,7 +33,16 @@ from typing import Any, Self
 import orjson
 
 from switchboard.config.model import RecordsConfig
-from switchboard.storage.records import FlushTickets, RecordQuery, RecordStoreError, SinkStats, where_clauses
+from switchboard.storage.records import (
+    ERASABLE,
+    ErasureLedger,
+    FlushTickets,
+    RecordQuery,
+    RecordStoreError,
+    SinkStats,
+    subject_digest,
+    where_clauses,
+)
 from switchboard.telemetry.record import Attempt, RequestRecord
 from switchboard.telemetry.redaction import redact_route
 
@@ -109,6 +118,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX requests_router ON requests (router, started_at)",
         ),
     ),
+    Migration(
+        "0004_governance",
+        (
+            "ALTER TABLE requests ADD COLUMN key_id TEXT",
+            "ALTER TABLE requests ADD COLUMN team TEXT",
+            "CREATE INDEX requests_key_id ON requests (key_id, started_at)",
+            # The erasure ledger: whose records were erased, as digests. Every writer reads it inside its
+            # write transaction and drops queued records of an erased subject.
+            """
+            CREATE TABLE IF NOT EXISTS erasures (
+                id     INTEGER PRIMARY KEY AUTOINCREMENT,
+                field  TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                at     REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 #: The ``requests`` columns, in :class:`RequestRecord` field order (a test pins the two together).
@@ -139,6 +166,8 @@ COLUMNS: tuple[str, ...] = (
     "metadata",
     "router",
     "route",
+    "key_id",
+    "team",
 )
 
 _ATTEMPT_FIELDS = frozenset(f.name for f in fields(Attempt))
@@ -220,6 +249,8 @@ def _to_row(r: RequestRecord) -> Row:
         orjson.dumps(r.metadata).decode(),
         r.router,
         None if r.route is None else orjson.dumps(redact_route(r.route)).decode(),
+        r.key_id,
+        r.team,
     )
 
 
@@ -310,6 +341,27 @@ class SQLiteRecordReader:
                 if cursor.rowcount < _DELETE_CHUNK:
                     return deleted
 
+    def erase(self, field: str, value: str, at: float | None = None) -> int:
+        """Delete the records of one subject (``field`` is ``caller`` or ``key_id``) that started before
+        ``at`` (default: now), and enter the erasure in the ledger, so that every writer drops such records
+        still queued. Returns how many stored records went."""
+        if field not in ERASABLE:
+            raise ValueError(f"records are erased by {' or '.join(ERASABLE)}, not {field!r}")
+        at = time.time() if at is None else at
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("INSERT INTO erasures (field, digest, at) VALUES (?, ?, ?)",
+                                   (field, subject_digest(value), at))
+                cursor = self._conn.execute(f"DELETE FROM requests WHERE {field} = ? AND started_at <= ?",
+                                            (value, at))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return cursor.rowcount
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -395,6 +447,7 @@ class SQLiteRecordWriter:
         self._tickets = FlushTickets()  # flush() and close() wake the thread, never submit()
         self._thread: threading.Thread | None = None
         self._reader: SQLiteRecordReader | None = None
+        self._ledger = ErasureLedger(COLUMNS)
 
         # Each counter has a single writing thread: _rejected the submitting thread (the event
         # loop), the others the writer thread (or close() once that thread has ended).
@@ -504,6 +557,10 @@ class SQLiteRecordWriter:
         """See :meth:`SQLiteRecordReader.delete_older_than`. Blocks: run it in a thread."""
         return self._started_reader().delete_older_than(ts)
 
+    def erase(self, field: str, value: str, at: float | None = None) -> int:
+        """See :meth:`SQLiteRecordReader.erase`. Blocks: run it in a thread."""
+        return self._started_reader().erase(field, value, at)
+
     def _started_reader(self) -> SQLiteRecordReader:
         if self._reader is None:
             raise RuntimeError("SQLiteRecordWriter is not running: call start() first")
@@ -574,7 +631,11 @@ class SQLiteRecordWriter:
                 self._before_write(len(rows))
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_INSERT, rows)
+                ledger = self._ledger
+                ledger.learn(conn.execute("SELECT id, field, digest, at FROM erasures WHERE id > ?",
+                                          (ledger.last_id,)).fetchall())
+                kept = ledger.keep(rows)
+                conn.executemany(_INSERT, kept)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -584,7 +645,7 @@ class SQLiteRecordWriter:
         except Exception as exc:  # the thread must outlive a full disk, a lock or a bad hook
             self._fail(exc)
             return False
-        self._written += len(rows)
+        self._written += len(kept)
         self._batches += 1
         return True
 

@@ -51,7 +51,9 @@ class RequestRecord:
     error after content had been sent; ``unsatisfactory`` says why the answer delivered failed
     validation, when every candidate's answer did (the last one is delivered rather than an error).
     ``router`` is the router the client asked for, if any, and ``route`` its decision (the stages,
-    scores and ranking) — ``public_model`` is then the model it chose.
+    scores and ranking) — ``public_model`` is then the model it chose. ``key_id`` and ``team`` name the
+    virtual key that made the request and its team, when the API requires keys; ``caller`` is the end user
+    (the request's ``user``, or the key's user).
     """
 
     request_id: str
@@ -80,6 +82,8 @@ class RequestRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     router: str | None = None
     route: dict[str, Any] | None = None
+    key_id: str | None = None
+    team: str | None = None
 
 
 def cost_usd(usage: Usage, price: Price) -> float:

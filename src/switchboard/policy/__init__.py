@@ -1,0 +1,1 @@
+"""Who may call, what they may spend, what content may pass."""

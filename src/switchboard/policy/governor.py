@@ -1,0 +1,308 @@
+"""The request path's governance: who is calling, may they, and what content may pass.
+
+One :class:`Governor` per gateway, built from the configuration. The HTTP layer authenticates the caller
+(:meth:`Governor.authenticate`); the gateway screens the request with the guardrails before routing
+(:meth:`Governor.screen`), admits it against the key's limits and budgets once the route is known
+(:meth:`Governor.admit`: tokens and dollars reserved, or a refusal), and settles the reservation with what
+the request really cost when its record is complete (:meth:`Governor.settle`).
+
+Usage::
+
+    governor = Governor.build(config)
+    key = await governor.authenticate(headers)             # None when keys are off
+    screened = await governor.screen(request, key)         # redacted, rerouted or refused
+    await governor.admit(ctx, request, public, fallbacks)  # raises RateLimited / BudgetExceeded
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from switchboard.config.model import Config, ModelConfig
+from switchboard.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NoHealthyDeployment,
+    PermissionDenied,
+    RateLimited,
+    SwitchboardError,
+)
+from switchboard.policy.guardrails import GuardOutcome, Guardrail, Vault, apply_guardrails, build_guardrail
+from switchboard.policy.keys import KeyAuthenticator, KeyStore, SQLiteKeyStore, VirtualKey
+from switchboard.policy.limits import Admission, Ask, Limiter, LimiterUnavailable, Limits, MemoryLimiter, Scope
+from switchboard.schemas.canonical import ChatRequest, Message
+
+if TYPE_CHECKING:
+    from switchboard.telemetry.record import RequestRecord
+
+__all__ = ["BudgetExceeded", "Governor", "GuardrailBlocked", "ModelNotAllowed", "Screened"]
+
+log = logging.getLogger("switchboard.policy")
+
+Headers = list[tuple[bytes, bytes]]
+
+#: Text longer than this is scanned by the guardrails on a worker thread, not on the event loop.
+_SCAN_INLINE_CHARS = 16_000
+
+
+class BudgetExceeded(PermissionDenied):
+    """The key's budget for this period is spent: retrying will not help until it resets."""
+
+    default_code = "budget_exceeded"
+
+
+class ModelNotAllowed(PermissionDenied):
+    """The key may not use the model it asked for."""
+
+    default_code = "model_not_allowed"
+
+
+class GuardrailBlocked(InvalidRequest):
+    """A guardrail refused the request's content."""
+
+    default_code = "guardrail_blocked"
+
+
+@dataclass(slots=True)
+class Screened:
+    """A request after the guardrails: what to send, what they found, and how to restore redacted values."""
+
+    request: ChatRequest
+    flags: list[str] = field(default_factory=list)
+    vault: Vault | None = None
+
+
+class Governor:
+    """Authentication, guardrails and admission for one gateway. Stateless between requests except for the
+    key cache; counters live in the limiter (memory, or Redis shared by every process)."""
+
+    def __init__(self, config: Config, *, keys: KeyStore | None = None, limiter: Limiter | None = None,
+                 guardrails: Mapping[str, Guardrail] | None = None) -> None:
+        self.config = config
+        self.keys = keys
+        auth = config.auth
+        self.authenticator: KeyAuthenticator | None = None
+        if auth.virtual_keys:
+            assert keys is not None and auth.secret is not None  # the config requires the secret
+            self.authenticator = KeyAuthenticator(keys, auth.secret.get_secret_value().encode(), auth.cache_ttl)
+        self.limiter = limiter
+        self.guardrails = dict(guardrails or {})
+        self._default_guards = tuple(g for name, g in self.guardrails.items() if config.guardrails[name].default)
+        self._model_guards: dict[str, tuple[Guardrail, ...]] = {}
+        for name, model in config.models.items():
+            guards = tuple(self.guardrails[g] for g in model.guardrails)
+            for public in (name, *model.aliases):
+                self._model_guards[public] = guards
+        for name, router in config.routers.items():
+            guards = tuple(self.guardrails[g] for g in router.guardrails)
+            for public in (name, *router.aliases):
+                self._model_guards[public] = guards
+        self._settling: set[asyncio.Task[None]] = set()
+        self.active = auth.virtual_keys or bool(self.guardrails)
+
+    @classmethod
+    def build(cls, config: Config) -> Governor:
+        """The governor ``config`` asks for: key store and limiter of its ``limits.backend``, its guardrails."""
+        keys: KeyStore | None = None
+        limiter: Limiter | None = None
+        if config.auth.virtual_keys:
+            if config.limits.backend == "redis":
+                from switchboard.policy.keys_redis import RedisKeyStore
+                from switchboard.policy.limits_redis import RedisLimiter
+
+                url = config.limits.redis_url.get_secret_value()
+                keys = RedisKeyStore(url, prefix=config.limits.prefix)
+                limiter = RedisLimiter(url, prefix=config.limits.prefix)
+            else:
+                keys = SQLiteKeyStore(config.auth.path)
+                limiter = MemoryLimiter()
+        guards = {name: build_guardrail(name, g) for name, g in config.guardrails.items()}
+        return cls(config, keys=keys, limiter=limiter, guardrails=guards)
+
+    async def aclose(self) -> None:
+        for task in list(self._settling):
+            await asyncio.wait_for(asyncio.shield(task), 5.0)
+        if self.limiter is not None:
+            await self.limiter.aclose()
+        if self.keys is not None:
+            await self.keys.aclose()
+
+    # -- who is calling ------------------------------------------------------------------------
+
+    async def authenticate(self, headers: Mapping[str, str]) -> VirtualKey | None:
+        """The virtual key the request carries (``Authorization: Bearer``, ``x-api-key`` or ``api-key``);
+        ``None`` when the API does not require keys. Raises :class:`AuthenticationFailed`."""
+        if self.authenticator is None:
+            return None
+        presented = credential(headers)
+        if presented is None:
+            raise AuthenticationFailed("Missing API key: send Authorization: Bearer <key> (or x-api-key).")
+        return await self.authenticator.authenticate(presented, time.time())
+
+    @staticmethod
+    def check_model(key: VirtualKey | None, name: str) -> None:
+        """Refuse a model (or router) name outside the key's allowlist."""
+        if key is not None and not key.allows_model(name):
+            raise ModelNotAllowed(f"This API key may not use the model '{name}'.", param="model")
+
+    # -- what may pass ---------------------------------------------------------------------------
+
+    def guards_for(self, key: VirtualKey | None, model: str) -> tuple[Guardrail, ...]:
+        """The guardrails of a request: the defaults, the key's, the requested model's or router's."""
+        guards = self._default_guards
+        own = self._model_guards.get(model)
+        if own:
+            guards = guards + tuple(g for g in own if g not in guards)
+        if key is not None and key.guardrails:
+            guards = guards + tuple(g for n in key.guardrails if (g := self.guardrails.get(n)) is not None
+                                    and g not in guards)
+        return guards
+
+    async def screen(self, request: ChatRequest, key: VirtualKey | None) -> Screened:
+        """Apply the request's guardrails: block (raises :class:`GuardrailBlocked`), reroute, redact, flag;
+        and the size caps: ``limits.max_messages``, and ``max_tokens`` clamped to the key's and the global
+        cap."""
+        limits = self.config.limits
+        if len(request.messages) > limits.max_messages:
+            raise InvalidRequest(f"The request has {len(request.messages)} messages; the limit is "
+                                 f"{limits.max_messages}.", param="messages", code="too_many_messages")
+        caps = [c for c in (limits.max_tokens, key.max_tokens if key is not None else None) if c is not None]
+        if caps and (request.max_tokens is None or request.max_tokens > min(caps)):
+            request = replace(request, max_tokens=min(caps))
+        guards = self.guards_for(key, request.model)
+        if not guards:
+            return Screened(request)
+        if _text_size(request.messages) > _SCAN_INLINE_CHARS:
+            outcome = await asyncio.to_thread(apply_guardrails, request, guards)
+        else:
+            outcome = apply_guardrails(request, guards)
+        return self._verdict(outcome, key)
+
+    def _verdict(self, outcome: GuardOutcome, key: VirtualKey | None) -> Screened:
+        if outcome.blocked_by is not None:
+            raise GuardrailBlocked(f"The request was blocked by the guardrail '{outcome.blocked_by}': "
+                                   f"{outcome.block_reason}.", param="messages")
+        request = outcome.request
+        if outcome.route_to is not None and outcome.route_to != request.model:
+            self.check_model(key, outcome.route_to)
+            request = replace(request, model=outcome.route_to)
+        vault = outcome.vault if outcome.vault else None
+        return Screened(request, list(outcome.flags), vault)
+
+    # -- may they: limits and budgets -----------------------------------------------------------
+
+    @staticmethod
+    def scopes(key: VirtualKey) -> tuple[Scope, ...]:
+        """The limit scopes of a key. A key without limits still has one: its spend is counted, and a
+        revocation is seen by every process at its next admission."""
+        limits = Limits(rpm=key.rpm, tpm=key.tpm, max_concurrency=key.max_concurrency,
+                        budget_day=key.budget_day, budget_month=key.budget_month, budget_total=key.budget_total)
+        return (Scope(f"key:{key.id}", limits),)
+
+    def estimate(self, request: ChatRequest | None, prompt_tokens: int, models: Sequence[ModelConfig]) -> tuple[int,
+                                                                                                              float]:
+        """Tokens and dollars to reserve: the prompt plus the most output the request may produce, at the
+        dearest price among the models that may serve it (the chosen one and its fallbacks)."""
+        output = 0
+        if request is not None:
+            output = request.max_tokens or self.config.limits.default_output_tokens
+            output *= max(1, request.n)
+        cost = 0.0
+        for model in models:
+            for dep in model.deployments:
+                out = output if dep.max_output_tokens is None else min(output, dep.max_output_tokens)
+                cost = max(cost, (prompt_tokens * dep.price.input + out * dep.price.output) / 1_000_000)
+        return prompt_tokens + output, cost
+
+    async def admit(self, key: VirtualKey, request_id: str, request: ChatRequest | None, prompt_tokens: int,
+                    models: Sequence[ModelConfig], headers: Headers) -> None:
+        """Reserve the request's tokens and dollars against the key's limits; add the ``x-ratelimit-*``
+        headers for the response (its error response included) to ``headers``. Raises :class:`RateLimited`
+        (retry later), :class:`BudgetExceeded`, :class:`AuthenticationFailed` (revoked) or
+        :class:`NoHealthyDeployment` (the limits store is away: fail closed)."""
+        if self.limiter is None:
+            return
+        scopes = self.scopes(key)
+        tokens, cost = self.estimate(request, prompt_tokens, models)
+        ask = Ask(request_id=request_id, scopes=scopes, tokens=tokens, cost=cost,
+                  ttl=self.config.limits.reservation_ttl)
+        try:
+            admission = await self.limiter.admit(ask)
+        except LimiterUnavailable as exc:
+            log.error("limits store unavailable: %s", exc)
+            raise NoHealthyDeployment("Limits cannot be checked right now; try again shortly.",
+                                      retry_after=1.0) from None
+        headers.extend(quota_headers(admission))
+        if not admission.admitted:
+            raise refusal_error(admission)
+
+    def settle(self, rec: RequestRecord, admitted: bool) -> None:
+        """Settle the reservation of a finished request with what it really used (in the background)."""
+        if not admitted or self.limiter is None or rec.key_id is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(rec.request_id, f"key:{rec.key_id}",
+                                                                   rec.input_tokens + rec.output_tokens,
+                                                                   rec.cost_usd))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, request_id: str, subject: str, tokens: int, cost: float) -> None:
+        assert self.limiter is not None
+        try:
+            await self.limiter.settle(request_id, [subject], tokens, cost)
+        except LimiterUnavailable as exc:  # the reservation expires by itself; the spend is lost
+            log.error("could not settle %s for %s: %s", request_id, subject, exc)
+
+
+def credential(headers: Mapping[str, str]) -> str | None:
+    """The API key a client sent, in any of the dialects' headers."""
+    auth = headers.get("authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    for name in ("x-api-key", "api-key", "x-goog-api-key"):
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def quota_headers(admission: Admission) -> Headers:
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` from an admission's quota."""
+    out: Headers = []
+    for name, state in admission.quota.items():
+        out.append((f"x-ratelimit-limit-{name}".encode(), str(int(state.limit)).encode()))
+        out.append((f"x-ratelimit-remaining-{name}".encode(), str(max(0, math.floor(state.remaining))).encode()))
+        out.append((f"x-ratelimit-reset-{name}".encode(), f"{max(0.0, state.reset):.3f}s".encode()))
+    return out
+
+
+def refusal_error(admission: Admission) -> SwitchboardError:
+    """The client-facing error for a refused admission."""
+    refusal = admission.refusal
+    assert refusal is not None
+    if refusal.limit == "revoked":
+        return AuthenticationFailed("This API key has been revoked.")
+    if refusal.limit.startswith("budget"):
+        period = refusal.limit.removeprefix("budget_")
+        return BudgetExceeded(f"This API key's {period} budget is spent.", code="budget_exceeded")
+    what = {"rpm": "requests per minute", "tpm": "tokens per minute",
+            "concurrency": "concurrent requests"}.get(refusal.limit, refusal.limit)
+    return RateLimited(f"Rate limit reached for this API key: {what}.", retry_after=refusal.retry_after or 1.0)
+
+
+def _text_size(messages: Sequence[Message]) -> int:
+    size = 0
+    for m in messages:
+        for part in m.content:
+            size += len(getattr(part, "text", "") or "")
+        for call in m.tool_calls:
+            size += len(call.arguments)
+    return size
