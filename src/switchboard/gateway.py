@@ -50,6 +50,8 @@ from switchboard.schemas.canonical import (
     StreamFinish,
     StreamUsage,
     TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
     Usage,
 )
 from switchboard.schemas.ids import new_id
@@ -170,6 +172,8 @@ class Gateway:
         self._upkeep: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self._state: SQLiteStateStore | None = None
+        # The models whose prices bound a reservation, per chain of a model and its fallbacks (few chains).
+        self._reservable: dict[tuple[str | None, ...], list[ModelConfig]] = {}
         # Which router decision each recent request came from, for feedback on it (bounded).
         self._decisions: OrderedDict[str, tuple[str, str | None, str]] = OrderedDict()
 
@@ -516,7 +520,10 @@ class Gateway:
         assert ctx.key is not None
         policy = route.policy
         names = (route.plan.public_model, *policy.fallbacks, policy.context_fallback, policy.refusal_fallback)
-        models = [self.config.models[n] for n in dict.fromkeys(names) if n is not None and n in self.config.models]
+        models = self._reservable.get(names)
+        if models is None:
+            models = self._reservable[names] = [self.config.models[n] for n in dict.fromkeys(names)
+                                                if n is not None and n in self.config.models]
         await self.governor.admit(ctx.key, ctx.request_id, request, prompt_tokens, models, ctx.response_headers)
         ctx.admitted = True
 
@@ -628,7 +635,8 @@ class ChatStream:
         self._batches = self._run()
         self._events: AsyncGenerator[StreamEvent, None] | None = None
         self.usage: Usage | None = None
-        self._restorers: dict[int, StreamRestorer] | None = {} if ctx.vault is not None else None
+        # One restorer per choice's text (index -1) and per tool call's arguments.
+        self._restorers: dict[tuple[int, int], StreamRestorer] | None = {} if ctx.vault is not None else None
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         if self._events is None:
@@ -690,22 +698,41 @@ class ChatStream:
                 await aclose()
 
     def _restore(self, batch: list[StreamEvent]) -> list[StreamEvent]:
-        """Put redacted values back into the text (a placeholder split across chunks included)."""
-        assert self._restorers is not None and self.ctx.vault is not None
+        """Put redacted values back into the text and the tool-call arguments, a placeholder split across
+        chunks included (what might be the start of one is held back until the next chunk, or until the
+        choice moves on to another block)."""
+        restorers = self._restorers
+        vault = self.ctx.vault
+        assert restorers is not None and vault is not None
         out: list[StreamEvent] = []
+
+        def flush_other(choice: int, keep: int | None) -> None:
+            for slot in sorted(k for k in restorers if k[0] == choice and k[1] != keep):
+                rest = restorers.pop(slot).flush()
+                if rest:
+                    out.append(TextDelta(rest, choice) if slot[1] < 0 else ToolCallDelta(slot[1], rest, choice))
+
         for ev in batch:
-            if type(ev) is TextDelta:
-                restorer = self._restorers.get(ev.choice)
+            if isinstance(ev, TextDelta):
+                flush_other(ev.choice, -1)
+                restorer = restorers.get((ev.choice, -1))
                 if restorer is None:
-                    restorer = self._restorers[ev.choice] = StreamRestorer(self.ctx.vault)
+                    restorer = restorers[(ev.choice, -1)] = StreamRestorer(vault)
                 text = restorer.feed(ev.text)
                 if text:
                     out.append(TextDelta(text, ev.choice))
                 continue
-            if type(ev) is StreamFinish and (held := self._restorers.pop(ev.choice, None)) is not None:
-                rest = held.flush()
-                if rest:
-                    out.append(TextDelta(rest, ev.choice))
+            if isinstance(ev, ToolCallDelta):
+                flush_other(ev.choice, ev.index)
+                restorer = restorers.get((ev.choice, ev.index))
+                if restorer is None:
+                    restorer = restorers[(ev.choice, ev.index)] = StreamRestorer(vault, json_escape=True)
+                args = restorer.feed(ev.arguments)
+                if args:
+                    out.append(ToolCallDelta(ev.index, args, ev.choice))
+                continue
+            if isinstance(ev, ToolCallStart | StreamFinish):
+                flush_other(ev.choice, None)
             out.append(ev)
         return out
 

@@ -10,6 +10,8 @@ Usage::
     switchboard router eval --data FILES [--train FILES] [--model DIR] [--plot PNG] [--json]
     switchboard route explain --model auto "text"
     switchboard report [--since 24h] [--by public_model] [--reference MODEL] [--csv | --json]
+    switchboard keys create|list|show|update|rotate|revoke|audit [--url URL] [--json] …
+    switchboard erase --user U | --key-id ID [--url URL]
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     check_config.add_parser(sub)
-    from switchboard.cli import report, route
+    from switchboard.cli import keys, report, route
 
     route.add_parser(sub)
     report.add_parser(sub)
     logs.add_parser(sub)
     router.add_parser(sub)
+    keys.add_parser(sub)
     return parser
 
 

@@ -383,8 +383,8 @@ def _clean_time(name: str, value: object, known: _Known) -> float:
 
 def _lifetime(value: object) -> float:
     seconds = _number(_EXPIRES_IN, value, 0.0, _MAX_LIFETIME, "a number of seconds up to 100 years")
-    if seconds <= 0:
-        raise _invalid(_EXPIRES_IN, "a positive number of seconds")
+    if seconds < 1:
+        raise _invalid(_EXPIRES_IN, "a number of seconds, at least 1")
     return seconds
 
 

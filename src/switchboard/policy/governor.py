@@ -47,6 +47,9 @@ log = logging.getLogger("switchboard.policy")
 
 Headers = list[tuple[bytes, bytes]]
 
+#: Keys whose limit scopes are kept built (the cache is emptied when it is full).
+_SCOPES_CACHED = 10_000
+
 #: Text longer than this is scanned by the guardrails on a worker thread, not on the event loop.
 _SCAN_INLINE_CHARS = 16_000
 
@@ -104,6 +107,7 @@ class Governor:
             for public in (name, *router.aliases):
                 self._model_guards[public] = guards
         self._settling: set[asyncio.Task[None]] = set()
+        self._scopes: dict[str, tuple[VirtualKey, tuple[Scope, ...]]] = {}
         self.active = auth.virtual_keys or bool(self.guardrails)
 
     @classmethod
@@ -197,13 +201,19 @@ class Governor:
 
     # -- may they: limits and budgets -----------------------------------------------------------
 
-    @staticmethod
-    def scopes(key: VirtualKey) -> tuple[Scope, ...]:
+    def scopes(self, key: VirtualKey) -> tuple[Scope, ...]:
         """The limit scopes of a key. A key without limits still has one: its spend is counted, and a
-        revocation is seen by every process at its next admission."""
+        revocation is seen by every process at its next admission. Built once per version of the key."""
+        cached = self._scopes.get(key.id)
+        if cached is not None and cached[0] is key:
+            return cached[1]
         limits = Limits(rpm=key.rpm, tpm=key.tpm, max_concurrency=key.max_concurrency,
                         budget_day=key.budget_day, budget_month=key.budget_month, budget_total=key.budget_total)
-        return (Scope(f"key:{key.id}", limits),)
+        scopes = (Scope(f"key:{key.id}", limits),)
+        if len(self._scopes) >= _SCOPES_CACHED:
+            self._scopes.clear()
+        self._scopes[key.id] = (key, scopes)
+        return scopes
 
     def estimate(self, request: ChatRequest | None, prompt_tokens: int, models: Sequence[ModelConfig]) -> tuple[int,
                                                                                                               float]:
@@ -243,12 +253,15 @@ class Governor:
             raise refusal_error(admission)
 
     def settle(self, rec: RequestRecord, admitted: bool) -> None:
-        """Settle the reservation of a finished request with what it really used (in the background)."""
+        """Settle the reservation of a finished request with what it really used (without waiting for it)."""
         if not admitted or self.limiter is None or rec.key_id is None:
             return
-        task = asyncio.get_running_loop().create_task(self._settle(rec.request_id, f"key:{rec.key_id}",
-                                                                   rec.input_tokens + rec.output_tokens,
-                                                                   rec.cost_usd))
+        subject, tokens = f"key:{rec.key_id}", rec.input_tokens + rec.output_tokens
+        settle_nowait = getattr(self.limiter, "settle_nowait", None)
+        if settle_nowait is not None:
+            settle_nowait(rec.request_id, subject, tokens, rec.cost_usd)
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(rec.request_id, subject, tokens, rec.cost_usd))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -274,13 +287,20 @@ def credential(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+_QUOTA_NAMES = {name: (f"x-ratelimit-limit-{name}".encode(), f"x-ratelimit-remaining-{name}".encode(),
+                       f"x-ratelimit-reset-{name}".encode()) for name in ("requests", "tokens")}
+
+
 def quota_headers(admission: Admission) -> Headers:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` from an admission's quota."""
     out: Headers = []
     for name, state in admission.quota.items():
-        out.append((f"x-ratelimit-limit-{name}".encode(), str(int(state.limit)).encode()))
-        out.append((f"x-ratelimit-remaining-{name}".encode(), str(max(0, math.floor(state.remaining))).encode()))
-        out.append((f"x-ratelimit-reset-{name}".encode(), f"{max(0.0, state.reset):.3f}s".encode()))
+        limit, remaining, reset = _QUOTA_NAMES.get(name) or (
+            f"x-ratelimit-limit-{name}".encode(), f"x-ratelimit-remaining-{name}".encode(),
+            f"x-ratelimit-reset-{name}".encode())
+        out.append((limit, b"%d" % int(state.limit)))
+        out.append((remaining, b"%d" % max(0, math.floor(state.remaining))))
+        out.append((reset, b"%.3fs" % max(0.0, state.reset)))
     return out
 
 

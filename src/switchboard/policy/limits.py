@@ -77,8 +77,9 @@ MONEY_EPSILON = 1e-9
 BUCKET_SLACK = 1e-5
 #: What a refusal for concurrency suggests waiting: a slot frees whenever any request of the subject ends.
 CONCURRENCY_RETRY_AFTER = 1.0
-#: How long a settled marker stays when the reservation had already expired (its ttl is unknown then).
-LATE_SETTLE_MARKER_TTL = 3600.0
+#: How long a settled request is remembered, so that settling it again (a retry after a lost answer, which
+#: comes within seconds) counts nothing twice. Short, so that the markers of a busy key stay few.
+SETTLED_MARKER_TTL = 30.0
 #: Day and month spend is kept this long after its window ends.
 SPEND_KEPT_AFTER_WINDOW = 86400.0
 
@@ -380,10 +381,12 @@ class _Account:
             expires, rid = heapq.heappop(self.settled_heap)
             if self.settled.get(rid) == expires:
                 del self.settled[rid]
-        for window in [w for w, end in self.spend_expires.items() if end <= now]:
-            del self.spend[window], self.spend_expires[window]
-        for name in [n for n, b in self.buckets.items() if b.level_at(now) >= b.cap and not self.held]:
-            del self.buckets[name]  # a full bucket is the same as none
+        if self.spend_expires and min(self.spend_expires.values()) <= now:
+            for window in [w for w, end in self.spend_expires.items() if end <= now]:
+                del self.spend[window], self.spend_expires[window]
+        if not self.held and self.buckets:
+            for name in [n for n, b in self.buckets.items() if b.level_at(now) >= b.cap]:
+                del self.buckets[name]  # a full bucket is the same as none
 
     def level(self, name: str, cap: int, now: float) -> float:
         bucket = self.buckets.get(name)
@@ -501,6 +504,10 @@ class MemoryLimiter:
                      now: float | None = None) -> None:
         self._finish(request_id, scopes, tokens, cost, release=False, now=now)
 
+    def settle_nowait(self, request_id: str, subject: str, tokens: int, cost: float) -> None:
+        """:meth:`settle` one subject at once, without a coroutine (the request path's way)."""
+        self._finish(request_id, (subject,), tokens, cost, release=False, now=None)
+
     async def release(self, request_id: str, scopes: Sequence[Scope] | Sequence[str], *,
                       now: float | None = None) -> None:
         self._finish(request_id, scopes, 0, 0.0, release=True, now=now)
@@ -516,11 +523,9 @@ class MemoryLimiter:
             account.purge(now)
             if rid in account.settled:
                 continue
-            marker_ttl = LATE_SETTLE_MARKER_TTL
             held = account.held.pop(rid, None)
             if held is not None:  # its heap entry goes stale and is skipped
                 account.held_cost = account.held_cost - held.cost if account.held else 0.0
-                marker_ttl = held.ttl
                 bucket = account.buckets.get("tpm")
                 if bucket is not None:
                     bucket.put(bucket.level_at(now) + held.tokens - tokens, now)
@@ -528,7 +533,7 @@ class MemoryLimiter:
                 account.add_spend("t", cost, None)
                 account.add_spend(windows.day, cost, windows.day_end + SPEND_KEPT_AFTER_WINDOW)
                 account.add_spend(windows.month, cost, windows.month_end + SPEND_KEPT_AFTER_WINDOW)
-            account.mark_settled(rid, now + marker_ttl)
+            account.mark_settled(rid, now + SETTLED_MARKER_TTL)
 
     async def usage(self, subject: str, *, now: float | None = None) -> SpendReport:
         now = self._clock() if now is None else now

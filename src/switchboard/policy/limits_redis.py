@@ -5,7 +5,7 @@ The scripts read the time from Redis (``TIME``) unless the caller passes one, so
 not matter. Each admission first purges its subjects' expired reservations (a crashed request's), then
 checks every limit of every scope and only then takes anything: all or nothing. Every key carries a TTL
 except a subject's total spend and its revocation: buckets live until they are full again (and at least
-as long as their reservations), reservations and settled markers for their ``ttl``, day and month spend
+as long as their reservations), reservations for their ``ttl``, settled markers for 30 s, day and month spend
 for a day after the window ends.
 
 Keys of a subject (``<p>`` the prefix, ``<s>`` the subject; the braces make ``<s>`` a Redis Cluster hash tag)::
@@ -34,18 +34,18 @@ Usage::
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from string import Template
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 from switchboard.policy.limits import (
     BUCKET_SLACK,
     CHECK_ORDER,
     CONCURRENCY_RETRY_AFTER,
-    LATE_SETTLE_MARKER_TTL,
     MONEY_EPSILON,
+    SETTLED_MARKER_TTL,
     SPEND_KEPT_AFTER_WINDOW,
     Admission,
     Ask,
@@ -58,18 +58,11 @@ from switchboard.policy.limits import (
     refusal_of,
     subjects_of,
 )
-
-try:
-    import redis
-    import redis.asyncio as aioredis
-    from redis import DriverInfo
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
-    from redis.exceptions import RedisError
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("the Redis limiter needs redis: pip install 'switchboard[redis]'") from exc
+from switchboard.storage.resp import RedisClient, RedisUnavailable, ReplyError, Script
 
 __all__ = ["RedisLimiter"]
+
+log = logging.getLogger("switchboard.policy")
 
 #: Keys outlive what they hold by this many seconds, so a key never vanishes just before it is read.
 _MARGIN = 60.0
@@ -158,7 +151,7 @@ local function put_level(key, cap, l, now, hold)
   keep(key, math.max((cap - l) * 60 / cap, hold) + MARGIN)
 end
 """).substitute(margin=_MARGIN, eps=MONEY_EPSILON, slack=BUCKET_SLACK, kept=SPEND_KEPT_AFTER_WINDOW,
-                late=LATE_SETTLE_MARKER_TTL, batch=_PURGE_BATCH)
+                late=SETTLED_MARKER_TTL, batch=_PURGE_BATCH)
 
 # KEYS: the key base of each scope ("sb:{key:abc}:"), the first scope first.
 # ARGV: now ('' = Redis TIME), request id, tokens, cost, ttl, then per scope six limits (-1 = none):
@@ -261,8 +254,7 @@ for i = 1, #KEYS do
     local marker = LATE
     local r = redis.call('HGET', base .. 'resd', rid)
     if r then
-      local rc, rt, rttl = string.match(r, '^(%S+) (%S+) (%S+)$')
-      marker = tonumber(rttl)
+      local rc, rt = string.match(r, '^(%S+) (%S+) %S+$')
       redis.call('ZREM', base .. 'res', rid)
       redis.call('HDEL', base .. 'resd', rid)
       if redis.call('ZCARD', base .. 'res') == 0 then
@@ -320,8 +312,10 @@ def _glob_escape(text: str) -> str:
 class RedisLimiter:
     """A :class:`~switchboard.policy.limits.Limiter` in Redis, exact across every process that shares it.
 
-    Each limiter has its own connection pool. Redis errors (refused, timed out after ``timeout`` seconds and
-    one quick retry, or any other) surface as :class:`LimiterUnavailable`. ``clock`` replaces Redis's
+    Each limiter has its own connection, on which concurrent calls are pipelined
+    (:class:`~switchboard.storage.resp.RedisClient`). Redis errors (refused, timed out after ``timeout``
+    seconds, a broken connection after one retry on a fresh one, or any other) surface as
+    :class:`LimiterUnavailable`. ``clock`` replaces Redis's
     ``TIME`` for every call (tests); so does the ``now`` of a call.
 
     Usage: ``RedisLimiter("redis://redis.internal:6379/0", prefix="sb:")``
@@ -331,19 +325,13 @@ class RedisLimiter:
                  timeout: float = 2.0) -> None:
         self.prefix = prefix
         self._clock = clock
-        parts = urlsplit(url)  # for messages: never the password
-        self._where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else parts.path
-        # One quick retry: a pooled connection the server closed fails once, then reconnects. Admitting and
-        # settling are idempotent per request id, so a retry after a lost answer takes nothing twice. The
-        # explicit driver version spares every new connection a package-metadata lookup (file I/O).
-        self._redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1),
-            driver_info=DriverInfo(lib_version=redis.__version__),
-        )
-        self._admit = self._redis.register_script(_ADMIT)
-        self._settle = self._redis.register_script(_SETTLE)
-        self._usage = self._redis.register_script(_USAGE)
+        # Admitting and settling are idempotent per request id, so the client's one retry after a lost
+        # answer takes nothing twice.
+        self._redis = RedisClient(url, timeout=timeout)
+        self._where = self._redis.where
+        self._admit = Script(_ADMIT)
+        self._settle = Script(_SETTLE)
+        self._usage = Script(_USAGE)
 
     def _base(self, subject: str) -> str:
         return f"{self.prefix}{{{subject}}}:"
@@ -356,7 +344,7 @@ class RedisLimiter:
     async def _call(self, call: Awaitable[Any]) -> Any:
         try:
             return await call
-        except RedisError as exc:
+        except (RedisUnavailable, ReplyError) as exc:
             raise LimiterUnavailable(f"redis at {self._where}: {exc}") from exc
 
     async def admit(self, ask: Ask) -> Admission:
@@ -366,7 +354,7 @@ class RedisLimiter:
         for scope in ask.scopes:
             args += _limit_args(scope.limits)
         keys = [self._base(s.subject) for s in ask.scopes]
-        out = cast(list[str], await self._call(self._admit(keys=keys, args=args)))
+        out = cast(list[str], await self._call(self._redis.run(self._admit, keys, args)))
         admitted, limit, index, retry, used, reserved, rpm_level, tpm_level = out
         quota = quota_of(ask.scopes[0].limits, float(rpm_level) if rpm_level else None,
                          float(tpm_level) if tpm_level else None)
@@ -382,6 +370,17 @@ class RedisLimiter:
                      now: float | None = None) -> None:
         await self._finish(request_id, scopes, tokens, cost, release=False, now=now)
 
+    def settle_nowait(self, request_id: str, subject: str, tokens: int, cost: float) -> None:
+        """:meth:`settle` one subject without waiting for the answer (the request path's way: the settlement
+        joins the next pipelined write). A failure is logged; the reservation then expires by itself."""
+        if tokens < 0 or not (math.isfinite(cost) and cost >= 0):
+            raise ValueError("tokens and cost must be ≥ 0")
+        args = [self._now(None), request_id, str(int(tokens)), repr(float(cost)), "0"]
+        self._redis.run_nowait(self._settle, [self._base(subject)], args, self._settle_failed)
+
+    def _settle_failed(self, exc: BaseException) -> None:
+        log.error("redis at %s: a settlement failed (its reservation expires by itself): %s", self._where, exc)
+
     async def release(self, request_id: str, scopes: Sequence[Scope] | Sequence[str], *,
                       now: float | None = None) -> None:
         await self._finish(request_id, scopes, 0, 0.0, release=True, now=now)
@@ -393,18 +392,18 @@ class RedisLimiter:
         keys = [self._base(s) for s in subjects_of(scopes)]
         if keys:
             args = [self._now(now), rid, str(int(tokens)), repr(float(cost)), "1" if release else "0"]
-            await self._call(self._settle(keys=keys, args=args))
+            await self._call(self._redis.run(self._settle, keys, args))
 
     async def usage(self, subject: str, *, now: float | None = None) -> SpendReport:
-        out = cast(list[str], await self._call(self._usage(keys=[self._base(subject)], args=[self._now(now)])))
+        out = cast(list[str], await self._call(self._redis.run(self._usage, [self._base(subject)], [self._now(now)])))
         day, month, total, held, in_flight = out
         return SpendReport(float(day), float(month), float(total), max(0.0, float(held)), int(in_flight))
 
     async def revoke(self, subject: str) -> None:
-        await self._call(self._redis.set(self._base(subject) + "revoked", "1"))
+        await self._call(self._redis.call("SET", self._base(subject) + "revoked", "1"))
 
     async def unrevoke(self, subject: str) -> None:
-        await self._call(self._redis.delete(self._base(subject) + "revoked"))
+        await self._call(self._redis.call("DEL", self._base(subject) + "revoked"))
 
     async def erase(self, subject: str) -> int:
         """Delete every key of ``subject`` (found with ``SCAN``, so it walks the whole database: an admin
@@ -413,17 +412,17 @@ class RedisLimiter:
 
     async def _erase(self, base: str) -> int:
         removed, batch = 0, []
-        async for key in self._redis.scan_iter(match=_glob_escape(base) + "*", count=1000):
+        async for key in self._redis.scan(_glob_escape(base) + "*"):
             batch.append(key)
             if len(batch) >= 500:
-                removed += await self._redis.unlink(*batch)
+                removed += await self._redis.call("UNLINK", *batch)
                 batch.clear()
         if batch:
-            removed += await self._redis.unlink(*batch)
+            removed += await self._redis.call("UNLINK", *batch)
         return removed
 
     async def ping(self) -> None:
-        await self._call(self._redis.ping())
+        await self._call(self._redis.call("PING"))
 
     async def aclose(self) -> None:
         await self._redis.aclose()
