@@ -332,6 +332,8 @@ class RedisLimiter:
         self._admit = Script(_ADMIT)
         self._settle = Script(_SETTLE)
         self._usage = Script(_USAGE)
+        # The key base and limit arguments of the scopes seen lately (callers reuse their Scope objects).
+        self._scope_args: dict[int, tuple[Scope, str, list[str]]] = {}
 
     def _base(self, subject: str) -> str:
         return f"{self.prefix}{{{subject}}}:"
@@ -351,9 +353,15 @@ class RedisLimiter:
         if not ask.scopes:
             return Admission(True)
         args = [self._now(ask.now), ask.request_id, str(int(ask.tokens)), repr(float(ask.cost)), repr(float(ask.ttl))]
+        keys = []
         for scope in ask.scopes:
-            args += _limit_args(scope.limits)
-        keys = [self._base(s.subject) for s in ask.scopes]
+            cached = self._scope_args.get(id(scope))
+            if cached is None or cached[0] is not scope:
+                if len(self._scope_args) >= 10_000:
+                    self._scope_args.clear()
+                cached = self._scope_args[id(scope)] = (scope, self._base(scope.subject), _limit_args(scope.limits))
+            keys.append(cached[1])
+            args += cached[2]
         out = cast(list[str], await self._call(self._redis.run(self._admit, keys, args)))
         admitted, limit, index, retry, used, reserved, rpm_level, tpm_level = out
         quota = quota_of(ask.scopes[0].limits, float(rpm_level) if rpm_level else None,

@@ -50,11 +50,19 @@ class Script:
 
 def encode(args: Sequence[str | bytes | int | float]) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
+    parts = [f"*{len(args)}\r\n"]
+    raw: list[bytes] | None = None
     for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+        if isinstance(arg, bytes):  # rare: keep the text path simple and join the two at the end
+            raw = raw or []
+            raw.append(b"".join([("".join(parts)).encode(), b"$%d\r\n%s\r\n" % (len(arg), arg)]))
+            parts = []
+            continue
+        text = arg if isinstance(arg, str) else str(arg)
+        size = len(text) if text.isascii() else len(text.encode())
+        parts.append(f"${size}\r\n{text}\r\n")
+    tail = "".join(parts).encode()
+    return tail if raw is None else b"".join([*raw, tail])
 
 
 _INCOMPLETE = object()
@@ -66,12 +74,12 @@ def _parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
     if end < 0:
         return _INCOMPLETE, pos
     kind = buf[pos]
-    line = bytes(buf[pos + 1:end])
+    line = buf[pos + 1:end]
     nxt = end + 2
     if kind == 43:  # +
         return line.decode(), nxt
     if kind == 45:  # -
-        return ReplyError(line.decode(errors="replace")), nxt
+        return ReplyError(bytes(line).decode(errors="replace")), nxt
     if kind == 58:  # :
         return int(line), nxt
     if kind == 36:  # $
@@ -80,7 +88,7 @@ def _parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
             return None, nxt
         if len(buf) < nxt + size + 2:
             return _INCOMPLETE, pos
-        return bytes(buf[nxt:nxt + size]).decode(errors="replace"), nxt + size + 2
+        return buf[nxt:nxt + size].decode(errors="replace"), nxt + size + 2
     if kind == 42:  # *
         count = int(line)
         if count < 0:
@@ -146,8 +154,13 @@ class _Connection(asyncio.Protocol):
             self.watchdog = self.loop.call_at(oldest, self._check_deadline)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
+        # Parsed from the bytes received when nothing is left over from before (the usual case), else from
+        # the buffer that holds the rest.
+        if self.buf:
+            self.buf += data
+            buf: bytes | bytearray = self.buf
+        else:
+            buf = data
         pos = 0
         try:
             while pos < len(buf):
@@ -168,7 +181,10 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        del buf[:pos]
+        if buf is self.buf:
+            del self.buf[:pos]
+        elif pos < len(buf):
+            self.buf = bytearray(buf[pos:])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RedisUnavailable(f"connection lost: {exc}" if exc else "connection closed by the server"))
