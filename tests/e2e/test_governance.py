@@ -41,13 +41,6 @@ CANARY_MAIL = "canary.person@example.org"
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimThread]:
-    s = SimThread(DEFAULT_FLEET)
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def gw(sim: SimThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
     tmp = tmp_path_factory.mktemp("governance")
     raw = gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url)
@@ -446,3 +439,15 @@ def test_erasure_leaves_nothing_behind_and_returns_a_receipt(gw: GatewayThread) 
     entries = admin(gw, "GET", "/admin/audit?limit=10000")[1]["data"]
     assert "erin" not in json.dumps(entries)
     assert admin(gw, "GET", f"/admin/keys/{key_id}")[0] == 404
+
+
+def test_erasing_a_key_reaches_its_records_even_after_the_key_is_gone(gw: GatewayThread) -> None:
+    key, key_id = new_key(gw)
+    raw = oai(gw, key).chat.completions.with_raw_response.create(model=SMALL, messages=USER)
+    record_of(gw, raw.headers["x-request-id"])
+    first = admin(gw, "POST", "/admin/erase", {"key_id": key_id})[1]
+    assert (first["erased"]["keys"], first["erased"]["records"]) == (1, 1)
+    again = admin(gw, "POST", "/admin/erase", {"key_id": key_id})[1]
+    assert (again["erased"]["keys"], again["erased"]["records"]) == (0, 0)
+    for bad in ({}, {"user": "a", "key_id": "b"}, {"user": ""}, {"user": 5}, {"who": "x"}, {"user": "u" * 300}):
+        assert admin(gw, "POST", "/admin/erase", bad)[0] == 400, bad

@@ -41,13 +41,6 @@ def _redis_or_skip() -> None:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimThread]:
-    s = SimThread(DEFAULT_FLEET)
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def pair(sim: SimThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Served]]:
     """Two gateway processes with one configuration: keys, limits and budgets in Redis under a fresh prefix."""
     _redis_or_skip()

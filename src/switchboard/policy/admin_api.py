@@ -271,6 +271,8 @@ class AdminAPI:
                 iter(payload.values())):
             raise InvalidRequest("Erase needs exactly one of user or key_id, a non-empty string.")
         field, value = next(iter(payload.items()))
+        if len(value) > 256:
+            raise InvalidRequest(f"{field} is at most 256 characters.", param=field)
         receipt = await self.erase(field, value)
         await self._audit_entry(actor, "erase", str(receipt["subject"]), (str(field),), "ok", request_id)
         return 200, receipt
@@ -284,8 +286,9 @@ class AdminAPI:
             key_ids = await keys.keys_of(value, None)
             keys_deleted = await keys.erase_user(value)
         else:
-            key_ids = await keys.keys_of(None, value)
-            keys_deleted = sum([await keys.delete(k) for k in key_ids])
+            # A key already deleted still has records and counters: they go too.
+            key_ids = [value]
+            keys_deleted = int(await keys.delete(value))
         counters = 0
         if self.governor.limiter is not None:
             for key_id in key_ids:
