@@ -173,3 +173,21 @@ def test_guardrail_names_and_routes_are_checked_when_the_config_loads() -> None:
         config(guardrails={"r": {"type": "pii", "action": "route", "model": "ghost"}})
     with pytest.raises(ConfigError, match="secret of at least 16"):
         config(auth={"virtual_keys": True, "secret": "short"})
+
+
+async def test_an_unreachable_key_store_is_a_retryable_503_not_a_500(tmp_path: Any) -> None:
+    from switchboard.errors import NoHealthyDeployment
+    from switchboard.policy.keys import KeyStoreError, SQLiteKeyStore, mint_key
+
+    class Down(SQLiteKeyStore):
+        async def get(self, key_id: str) -> Any:
+            raise KeyStoreError("the store is down")
+
+    cfg = config(auth={"virtual_keys": True, "secret": "s" * 20})
+    _, plaintext = mint_key(b"s" * 20, {}, now=0.0, created_by="t")
+    gov = Governor(cfg, keys=Down(tmp_path / "k.db"))
+    with pytest.raises(NoHealthyDeployment) as err:
+        await gov.authenticate({"authorization": f"Bearer {plaintext}"})
+    assert err.value.status == 503 and err.value.retry_after == 1.0
+    with pytest.raises(AuthenticationFailed):
+        await gov.authenticate({})

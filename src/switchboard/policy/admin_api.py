@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, cast
@@ -38,16 +39,28 @@ from switchboard.config.model import Config
 from switchboard.errors import (
     AuthenticationFailed,
     InvalidRequest,
+    NoHealthyDeployment,
     NotFound,
     PermissionDenied,
 )
 from switchboard.policy.admin import Actor, audited_fields, authorise_action, validate_create, validate_update
 from switchboard.policy.governor import Governor, credential
-from switchboard.policy.keys import AuditEntry, KeyStore, VirtualKey, mint_key, pseudonym, rotate_key
+from switchboard.policy.keys import (
+    AuditEntry,
+    KeyStore,
+    KeyStoreError,
+    VirtualKey,
+    mint_key,
+    pseudonym,
+    rotate_key,
+)
+from switchboard.policy.limits import LimiterUnavailable
 from switchboard.schemas.ids import new_id
 from switchboard.storage.records import subject_digest
 
 __all__ = ["AdminAPI", "ErasableRecords"]
+
+log = logging.getLogger("switchboard.policy")
 
 Handler = Callable[[Actor, list[str], dict[str, list[str]], Any, str], Awaitable[tuple[int, object]]]
 
@@ -94,7 +107,12 @@ class AdminAPI:
         if method in ("POST", "PATCH"):
             payload = _json_object(body)
         route = self._route(method, parts)
-        return await route(actor, parts, params, payload, request_id)
+        try:
+            return await route(actor, parts, params, payload, request_id)
+        except (KeyStoreError, LimiterUnavailable) as exc:
+            log.error("admin %s %s: a store is unavailable: %s", method, path, exc)
+            raise NoHealthyDeployment("The key store or the limits store is unavailable; try again shortly.",
+                                      retry_after=1.0) from None
 
     def _route(self, method: str, parts: list[str]) -> Handler:
         table: dict[tuple[str, str], Handler] = {
@@ -125,7 +143,8 @@ class AdminAPI:
             return Actor.operator()
         if self.governor.authenticator is None:
             raise AuthenticationFailed("Invalid admin credential.")
-        key = await self.governor.authenticator.authenticate(presented, time.time())
+        key = await self.governor.authenticate(headers)
+        assert key is not None
         if key.role != "team_admin":
             raise PermissionDenied("This API key may not use the admin API.")
         return Actor.of_key(key)

@@ -34,7 +34,7 @@ from switchboard.errors import (
     SwitchboardError,
 )
 from switchboard.policy.guardrails import GuardOutcome, Guardrail, Vault, apply_guardrails, build_guardrail
-from switchboard.policy.keys import KeyAuthenticator, KeyStore, SQLiteKeyStore, VirtualKey
+from switchboard.policy.keys import KeyAuthenticator, KeyStore, KeyStoreError, SQLiteKeyStore, VirtualKey
 from switchboard.policy.limits import Admission, Ask, Limiter, LimiterUnavailable, Limits, MemoryLimiter, Scope
 from switchboard.schemas.canonical import ChatRequest, Message
 
@@ -95,7 +95,9 @@ class Governor:
             assert keys is not None and auth.secret is not None  # the config requires the secret
             self.authenticator = KeyAuthenticator(keys, auth.secret.get_secret_value().encode(), auth.cache_ttl)
         self.limiter = limiter
-        self.guardrails = dict(guardrails or {})
+        if guardrails is None:
+            guardrails = {name: build_guardrail(name, g) for name, g in config.guardrails.items()}
+        self.guardrails = dict(guardrails)
         self._default_guards = tuple(g for name, g in self.guardrails.items() if config.guardrails[name].default)
         self._model_guards: dict[str, tuple[Guardrail, ...]] = {}
         for name, model in config.models.items():
@@ -126,8 +128,7 @@ class Governor:
             else:
                 keys = SQLiteKeyStore(config.auth.path)
                 limiter = MemoryLimiter()
-        guards = {name: build_guardrail(name, g) for name, g in config.guardrails.items()}
-        return cls(config, keys=keys, limiter=limiter, guardrails=guards)
+        return cls(config, keys=keys, limiter=limiter)
 
     async def aclose(self) -> None:
         for task in list(self._settling):
@@ -147,7 +148,12 @@ class Governor:
         presented = credential(headers)
         if presented is None:
             raise AuthenticationFailed("Missing API key: send Authorization: Bearer <key> (or x-api-key).")
-        return await self.authenticator.authenticate(presented, time.time())
+        try:
+            return await self.authenticator.authenticate(presented, time.time())
+        except KeyStoreError as exc:  # the key store is away: refuse, retryably, rather than guess
+            log.error("key store unavailable: %s", exc)
+            raise NoHealthyDeployment("API keys cannot be checked right now; try again shortly.",
+                                      retry_after=1.0) from None
 
     @staticmethod
     def check_model(key: VirtualKey | None, name: str) -> None:
