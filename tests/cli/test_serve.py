@@ -179,3 +179,22 @@ def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path, sim: SimThread) -
     finally:
         client.close()
         assert served.stop() == 0
+
+
+def test_serve_refuses_several_workers_counting_limits_in_memory(tmp_path: Path) -> None:
+    cfg = {"auth": {"virtual_keys": True, "secret": "x" * 20}, "records": {"enabled": False}}
+    (tmp_path / "switchboard.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([*EXE, "serve", "--workers", "2", "--port", str(free_port())], cwd=tmp_path,
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "limits.backend: redis" in out.stderr
+
+
+def test_a_worker_that_fails_at_start_up_stops_the_server_and_says_why(tmp_path: Path) -> None:
+    (tmp_path / "records-dir").mkdir()
+    cfg = {"records": {"path": str(tmp_path / "records-dir")}}  # a directory: no database can open there
+    (tmp_path / "switchboard.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([*EXE, "serve", "--workers", "2", "--port", str(free_port())], cwd=tmp_path,
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "start-up failed" in out.stderr

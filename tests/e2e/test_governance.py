@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import sqlite3
 import urllib.error
 import urllib.request
@@ -388,7 +389,8 @@ def test_planted_secrets_and_pii_reach_no_sink(gw: GatewayThread, tmp_path: Path
     try:
         prompt = f"my key is {CANARY_KEY} and my mail {CANARY_MAIL}"
         ok = oai(gw, key).chat.completions.with_raw_response.create(
-            model=SMALL, messages=[{"role": "user", "content": prompt}])
+            model=SMALL, messages=[{"role": "user", "content": prompt}],
+            metadata={"note": f"token={CANARY_KEY}", "contact": CANARY_MAIL})
         # An upstream error that echoes the secret back.
         with pytest.raises(openai.APIStatusError) as err:
             oai(gw, key).chat.completions.create(
@@ -451,3 +453,23 @@ def test_erasing_a_key_reaches_its_records_even_after_the_key_is_gone(gw: Gatewa
     assert (again["erased"]["keys"], again["erased"]["records"]) == (0, 0)
     for bad in ({}, {"user": "a", "key_id": "b"}, {"user": ""}, {"user": 5}, {"who": "x"}, {"user": "u" * 300}):
         assert admin(gw, "POST", "/admin/erase", bad)[0] == 400, bad
+
+
+def test_with_the_limits_store_away_requests_are_refused_not_let_through(sim: SimThread, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url)
+    raw["records"] = {"enabled": False}
+    raw["auth"] = {"virtual_keys": True, "secret": "env:SECRET"}
+    raw["limits"] = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0"}
+    g = GatewayThread(create_app(parse_config(raw, env={"SECRET": SECRET})))
+    try:
+        before = upstream_count(sim)
+        client = oai(g, "sk-sb-aaaaaaaaaaaa_" + "A" * 43)
+        with pytest.raises(openai.InternalServerError) as err:
+            client.chat.completions.create(model=SMALL, messages=USER)
+        assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "1"
+        assert upstream_count(sim) == before
+    finally:
+        g.close()

@@ -266,3 +266,21 @@ async def test_submit_does_not_block_the_event_loop(records_config: ConfigFactor
     finally:
         await asyncio.to_thread(writer.close)
     assert writer.stats.written == 200
+
+
+def test_switching_to_wal_waits_for_another_process_and_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    from switchboard.storage.sqlite import enable_wal
+
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # as a worker starting at the same moment would hold it
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.01)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            enable_wal(other, timeout=0.05)
+        holder.execute("COMMIT")
+        assert enable_wal(other, timeout=0.05) == "wal"
+    finally:
+        other.close()
+        holder.close()

@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,11 +197,17 @@ def run(args: argparse.Namespace) -> int:
             code = 1
             try:
                 code = _worker(cfg, sock, metrics_dir)
+            except BaseException:  # said before the process ends: os._exit would swallow it
+                traceback.print_exc()
+                sys.stderr.flush()
             finally:
                 os._exit(code)
         children.append(pid)
+    stopping = False
 
     def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
@@ -208,9 +215,17 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+    running = set(children)
+    while running:
+        pid, status = os.wait()
+        running.discard(pid)
+        code = os.waitstatus_to_exitcode(status) if status else 0
+        worst = max(worst, code)
+        if code and not stopping:
+            # A worker that failed (at start-up, say) must not leave a server that looks up but is short of
+            # workers: stop the others and exit with its code.
+            print(f"worker {pid} exited with code {code}; stopping the other workers", file=sys.stderr, flush=True)
+            forward(signal.SIGTERM, None)
     shutil.rmtree(metrics_dir, ignore_errors=True)
     return worst
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from switchboard.errors import AuthenticationFailed, NotFound
+from switchboard.storage.sqlite import enable_wal
 
 __all__ = [
     "BUDGET_FIELDS",
@@ -547,8 +548,8 @@ class SQLiteKeyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if str(mode).lower() != "wal":
+            mode = enable_wal(conn, self._busy_timeout)
+            if mode.lower() != "wal":
                 raise KeyStoreError(f"cannot use WAL journal mode for {self.path} (got {mode})")
             conn.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:

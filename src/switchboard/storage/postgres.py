@@ -49,7 +49,7 @@ from switchboard.storage.records import (
 )
 from switchboard.storage.sqlite import COLUMNS, Migration
 from switchboard.telemetry.record import Attempt, RequestRecord
-from switchboard.telemetry.redaction import redact_route
+from switchboard.telemetry.redaction import redact_metadata, redact_route
 
 try:
     import psycopg
@@ -247,6 +247,8 @@ def _to_row(record: RequestRecord) -> Row:
         value = getattr(record, name)
         if name == "route" and value is not None:
             value = redact_route(value)  # captured prompt text is redacted before it is stored
+        elif name == "metadata":
+            value = redact_metadata(value)
         if name in _JSON_COLUMNS:
             value = None if value is None else _json(value)
         elif isinstance(value, str):

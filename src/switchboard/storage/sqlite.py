@@ -44,7 +44,7 @@ from switchboard.storage.records import (
     where_clauses,
 )
 from switchboard.telemetry.record import Attempt, RequestRecord
-from switchboard.telemetry.redaction import redact_route
+from switchboard.telemetry.redaction import redact_metadata, redact_route
 
 __all__ = [
     "COLUMNS",
@@ -53,6 +53,7 @@ __all__ = [
     "SQLiteRecordReader",
     "SQLiteRecordWriter",
     "apply_migrations",
+    "enable_wal",
     "open_records_reader",
 ]
 
@@ -179,6 +180,27 @@ _DELETE_CHUNK = 5_000  # rows per retention transaction, so the writer never wai
 Row = tuple[object, ...]
 
 
+def enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """Put the database in WAL mode; returns the journal mode it is in.
+
+    Switching a new database to WAL needs it to itself, and SQLite answers "database is locked" at once
+    (without waiting ``busy_timeout``) when another process is opening it at the same moment — as the
+    workers of one server do at start-up. So the switch is retried, with a short backoff, for ``timeout``
+    seconds. Blocks: call it off the event loop.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return str(mode)
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
     """Apply the ``migrations`` not yet recorded, in order, in one transaction; return their names.
 
@@ -246,7 +268,7 @@ def _to_row(r: RequestRecord) -> Row:
         r.cost_usd,
         r.partial,
         r.unsatisfactory,
-        orjson.dumps(r.metadata).decode(),
+        orjson.dumps(redact_metadata(r.metadata)).decode(),
         r.router,
         None if r.route is None else orjson.dumps(redact_route(r.route)).decode(),
         r.key_id,
@@ -482,8 +504,8 @@ class SQLiteRecordWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path, readonly=False, busy_timeout=self._busy_timeout)
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if str(mode).lower() != "wal":
+            mode = enable_wal(conn, self._busy_timeout)
+            if mode.lower() != "wal":
                 raise RecordStoreError(f"cannot use WAL journal mode for {self.path} (got {mode})")
             conn.execute("PRAGMA synchronous=NORMAL")
             apply_migrations(conn)

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from switchboard.storage.sqlite import enable_wal
+
 __all__ = ["MemoryStateStore", "SQLiteStateStore", "StateStore", "StateStoreError"]
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL)"
@@ -126,8 +128,8 @@ class SQLiteStateStore:
         except sqlite3.Error as exc:
             raise StateStoreError(f"cannot open {self.path}: {exc}") from exc
         try:
-            (mode,) = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if str(mode).lower() != "wal":
+            mode = enable_wal(self._conn, busy_timeout)
+            if mode.lower() != "wal":
                 raise StateStoreError(f"cannot use WAL journal mode for {self.path} (got {mode})")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)

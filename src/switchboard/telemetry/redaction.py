@@ -20,7 +20,7 @@ from typing import Any
 from switchboard.config.governance import PII_KINDS
 from switchboard.policy.pii import Finding, find_pii, replace_findings
 
-__all__ = ["ERROR_KINDS", "redact", "redact_route"]
+__all__ = ["ERROR_KINDS", "redact", "redact_metadata", "redact_route"]
 
 #: What error messages are redacted of: everything but IP addresses, which name the upstream hosts an
 #: operator needs to see in a connection error.
@@ -55,3 +55,11 @@ def redact_route(route: dict[str, Any]) -> dict[str, Any]:
         return route
     clean = {k: redact(v) if k in ("prompt", "last_user") and isinstance(v, str) else v for k, v in data.items()}
     return {**route, "input": clean}
+
+
+def redact_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """A record's metadata as it may be stored: values redacted (clients put anything there). Called by the
+    record writers, off the request path."""
+    if not metadata:
+        return metadata
+    return {k: redact(v) if isinstance(v, str) else v for k, v in metadata.items()}
