@@ -7,8 +7,10 @@ same simulated upstream; the load generator measures each in turn, rounds in rot
 (as a real upstream answers: the cost a deployment would see). Records are off in
 every variant, so only governance differs. Each keyed variant gets a key with rpm, tpm, concurrency and
 daily/total budgets set high enough never to refuse: every request is authenticated, admitted (tokens and
-dollars reserved) and settled. Redis is the machine's (``SWITCHBOARD_BENCH_REDIS``, default
-``redis://127.0.0.1:6379/14``), under a prefix of its own, deleted afterwards.
+dollars reserved) and settled. Redis is a private ``redis-server`` started for the run on the simulator's CPU,
+as a deployment's Redis runs on a machine of its own: its work is not the gateway's. Without ``redis-server``
+on the PATH it is the machine's (``SWITCHBOARD_BENCH_REDIS``, default ``redis://127.0.0.1:6379/14``), under
+a prefix of its own, deleted afterwards; that Redis may then share the gateway's CPU.
 
 Usage::
 
@@ -27,15 +29,16 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway_overhead import Options, Target, measure_cell, plan_cpus, start_sim, start_switchboard
+from gateway_overhead import CpuPlan, Options, Target, measure_cell, plan_cpus, start_sim, start_switchboard
 from loadgen_client import LoadGenError, LoadGenProcess
-from servers import StartupError, terminate_on_signals
+from servers import ServerProcess, StartupError, free_port, terminate_on_signals
 
 REDIS_ENV = "SWITCHBOARD_BENCH_REDIS"
 CONCURRENCY = 64
@@ -45,7 +48,7 @@ SECRET = secrets.token_hex(24)
 LIMITS = {"rpm": 10**9, "tpm": 10**12, "max_concurrency": 100_000, "budget_day": 1e9, "budget_total": 1e12}
 
 
-def _redis(url: str) -> Any | None:
+def _redis(url: str, *, quiet: bool = False) -> Any | None:
     try:
         import redis
 
@@ -53,8 +56,27 @@ def _redis(url: str) -> Any | None:
         client.ping()
         return client
     except Exception as exc:  # no driver or no server: measured without it, and said so
-        print(f"Redis not measured: {exc}", file=sys.stderr)
+        if not quiet:
+            print(f"Redis not measured: {exc}", file=sys.stderr)
         return None
+
+
+def _start_redis(run_dir: Path, plan: CpuPlan) -> tuple[ServerProcess, str] | None:
+    """A private Redis pinned to the simulator's CPU, or None without ``redis-server``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    port = free_port()
+    proc = ServerProcess("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no"], run_dir, cpus=plan.sim)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 30
+    while _redis(url, quiet=True) is None:  # bounded poll until it accepts connections
+        if proc.proc.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise StartupError(f"redis-server did not start:\n{proc.log_tail()}")
+        time.sleep(0.05)
+    return proc, url
 
 
 def _create_key(target: Target) -> str:
@@ -74,11 +96,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         opts = replace(opts, requests=300, duration_s=0.5, warmup=50, warmup_max_s=1.0)
     rounds = 1 if args.quick else args.rounds
-    url = os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/14")
     prefix = f"sbbench:{secrets.token_hex(4)}:"
-    rd = _redis(url)
     plan = plan_cpus()
     run_dir = Path(tempfile.mkdtemp(prefix="switchboard-governance-"))
+    try:
+        private = _start_redis(run_dir, plan)
+    except StartupError as exc:
+        print(f"{exc}; using {os.environ.get(REDIS_ENV, 'the machine’s Redis')}", file=sys.stderr)
+        private = None
+    url = private[1] if private is not None else os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/14")
+    rd = _redis(url)
     env = {"BENCH_ADMIN_KEY": ADMIN, "BENCH_KEY_SECRET": SECRET}
     results: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -120,16 +147,21 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"load generator failed: {exc}", file=sys.stderr)
         return 2
     finally:
+        if private is not None:
+            private[0].stop()
         shutil.rmtree(run_dir, ignore_errors=True)
-        if rd is not None:
+        if rd is not None and private is None:
             with contextlib.suppress(Exception):
                 for name in rd.scan_iter(match=f"{prefix}*"):
                     rd.delete(name)
+        if rd is not None:
             rd.close()
+    where = "private redis-server on the simulator's CPU" if private is not None else url
+    print(f"Redis: {where}")
     print(f"Throughput, non-streaming, concurrency {CONCURRENCY}, one worker, records off; median of {rounds} "
           "round(s)\n")
-    print("| upstream | governance | req/s (median) | vs none | CPU ms/req | errors |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| upstream | governance | req/s (median) | vs none | CPU ms/req | gateway CPU busy | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for delay in DELAYS:
         base = statistics.median(c["loadgen"]["rps"] for c in results[f"switchboard-none@{delay}"])
         for name, cells in results.items():
@@ -138,9 +170,10 @@ def run(argv: Sequence[str] | None = None) -> int:
                 continue
             rps = statistics.median(c["loadgen"]["rps"] for c in cells)
             cpu = statistics.median(c["server"]["cpu_ms_per_request"] for c in cells)
+            busy = statistics.median(c["server"]["cpu_utilisation"] or 0.0 for c in cells)
             errors = sum(c["loadgen"]["errors"] for c in cells)
             print(f"| {delay} ms | {target.removeprefix('switchboard-')} | {rps:.0f} | {(rps / base - 1) * 100:+.1f} % "
-                  f"| {cpu:.3f} | {errors} |")
+                  f"| {cpu:.3f} | {busy * 100:.0f} % | {errors} |")
     return 1 if any(c["loadgen"]["errors"] for cells in results.values() for c in cells) else 0
 
 

@@ -121,6 +121,7 @@ class SwitchboardApp:
             if msg["type"] == "lifespan.startup":
                 try:
                     self.gateway.start()
+                    await self.gateway.governor.check_limiter()
                     if self.records is not None:
                         await asyncio.to_thread(self.records.start)
                     self.metrics.start()

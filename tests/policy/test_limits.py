@@ -581,3 +581,32 @@ def test_memory_limiter_never_overshoots(ops: list[tuple[Any, ...]], budget_tota
         assert spent.get("total", 0.0) + held <= budget_total + 1e-6
         assert day + held <= budget_day + 1e-6
         assert month + held <= team_budget + 1e-6
+
+
+async def test_a_redis_older_than_7_is_refused_at_the_ping() -> None:
+    """The scripts use PEXPIRE … GT (Redis 7.0): an older server is named, not failed on at every request."""
+    from switchboard.policy.limits import LimiterUnsupported
+    from switchboard.policy.limits_redis import RedisLimiter
+
+    info = b"# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n"
+
+    handled = asyncio.Event()
+
+    async def old_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"server\r\n")  # INFO server
+        writer.write(b"$%d\r\n%s\r\n" % (len(info), info))
+        writer.close()
+        await writer.wait_closed()
+        handled.set()
+
+    server = await asyncio.start_server(old_redis, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    limiter = RedisLimiter(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(LimiterUnsupported, match=r"version 6\.2\.14; limits need Redis 7\.0"):
+            await limiter.ping()
+        await asyncio.wait_for(handled.wait(), 10)
+    finally:
+        await limiter.aclose()
+        server.close()
+        await server.wait_closed()

@@ -127,3 +127,33 @@ def test_urls_are_checked() -> None:
         RedisClient("http://127.0.0.1:6379")
     client = RedisClient("redis://:s3cret@example.org:6380/3")
     assert client.where == "example.org:6380" and "s3cret" not in client.where
+
+
+def test_a_script_survives_a_lost_connection_and_a_server_that_forgot_it(
+        run: Callable[[Awaitable[Any]], Any], redis_url: str) -> None:
+    """As after a Redis restart: the connection breaks and the server no longer knows the script. The next run
+    reconnects, loads the script and runs it; a run without waiting does the same in the background."""
+    prefix = f"sbtest:{uuid.uuid4().hex[:8]}:"
+
+    async def main() -> None:
+        client = RedisClient(redis_url)
+        other = RedisClient(redis_url)
+        errors: list[BaseException] = []
+        try:
+            script = Script(f"-- {prefix}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+            assert await client.call("PING") == "PONG"
+            assert await other.call("CLIENT", "KILL", "ID", await client.call("CLIENT", "ID")) == 1
+            assert await client.run(script, [f"{prefix}n"], [2]) == 2  # reconnected, then loaded on NOSCRIPT
+            fresh = Script(f"-- {prefix} again\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+            client.run_nowait(fresh, 3, encode([1, f"{prefix}n", 5]).split(b"\r\n", 1)[1], errors.append)
+            client.run_nowait(fresh, 3, encode([1, f"{prefix}n", 7]).split(b"\r\n", 1)[1], errors.append)
+        finally:
+            await client.aclose()  # waits for what was sent without waiting
+        try:
+            assert errors == []
+            assert await other.call("GET", f"{prefix}n") == "14"
+            assert await other.call("UNLINK", f"{prefix}n") == 1
+        finally:
+            await other.aclose()
+
+    run(main())

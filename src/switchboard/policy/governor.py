@@ -35,7 +35,16 @@ from switchboard.errors import (
 )
 from switchboard.policy.guardrails import GuardOutcome, Guardrail, Vault, apply_guardrails, build_guardrail
 from switchboard.policy.keys import KeyAuthenticator, KeyStore, KeyStoreError, SQLiteKeyStore, VirtualKey
-from switchboard.policy.limits import Admission, Ask, Limiter, LimiterUnavailable, Limits, MemoryLimiter, Scope
+from switchboard.policy.limits import (
+    Admission,
+    Ask,
+    Limiter,
+    LimiterUnavailable,
+    LimiterUnsupported,
+    Limits,
+    MemoryLimiter,
+    Scope,
+)
 from switchboard.schemas.canonical import ChatRequest, Message
 
 if TYPE_CHECKING:
@@ -129,6 +138,18 @@ class Governor:
                 keys = SQLiteKeyStore(config.auth.path)
                 limiter = MemoryLimiter()
         return cls(config, keys=keys, limiter=limiter)
+
+    async def check_limiter(self) -> None:
+        """At start-up: say at once when the limits store is away (requests then get 503 until it is back) or
+        cannot serve (raises :class:`LimiterUnavailable` for a Redis too old)."""
+        if self.limiter is None:
+            return
+        try:
+            await self.limiter.ping()
+        except LimiterUnsupported:
+            raise
+        except LimiterUnavailable as exc:
+            log.warning("limits store unavailable at start-up (requests get 503 until it answers): %s", exc)
 
     async def aclose(self) -> None:
         for task in list(self._settling):
@@ -301,12 +322,12 @@ def quota_headers(admission: Admission) -> Headers:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` from an admission's quota."""
     out: Headers = []
     for name, state in admission.quota.items():
-        limit, remaining, reset = _QUOTA_NAMES.get(name) or (
-            f"x-ratelimit-limit-{name}".encode(), f"x-ratelimit-remaining-{name}".encode(),
-            f"x-ratelimit-reset-{name}".encode())
-        out.append((limit, b"%d" % int(state.limit)))
-        out.append((remaining, b"%d" % max(0, math.floor(state.remaining))))
-        out.append((reset, b"%.3fs" % max(0.0, state.reset)))
+        names = _QUOTA_NAMES.get(name)
+        if names is None:
+            names = (f"x-ratelimit-limit-{name}".encode(), f"x-ratelimit-remaining-{name}".encode(),
+                     f"x-ratelimit-reset-{name}".encode())
+        out += ((names[0], b"%d" % state.limit), (names[1], b"%d" % max(0, math.floor(state.remaining))),
+                (names[2], b"%.3fs" % max(0.0, state.reset)))
     return out
 
 

@@ -748,7 +748,12 @@ class KeyAuthenticator:
         if key_id is None:
             raise AuthenticationFailed(_INVALID)
         fast = hashlib.blake2b(plaintext.encode("utf-8"), key=self._salt, digest_size=32).digest()
-        key = await self._lookup(key_id)
+        cached = self._cache.get(key_id)
+        if cached is not None and self._clock() < cached[0]:  # the usual case, without a coroutine
+            self._cache.move_to_end(key_id)
+            key = cached[1]
+        else:
+            key = await self._lookup(key_id)
         seen = self._verified.get(key_id)
         if key is None or seen is None or seen[0] != key.digest or not hmac.compare_digest(seen[1], fast):
             digest = key_digest(self._secret, plaintext)

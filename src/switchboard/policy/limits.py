@@ -41,10 +41,11 @@ import functools
 import heapq
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 __all__ = [
     "CHECK_ORDER",
@@ -55,6 +56,7 @@ __all__ = [
     "LimitState",
     "Limiter",
     "LimiterUnavailable",
+    "LimiterUnsupported",
     "Limits",
     "MemoryLimiter",
     "Refusal",
@@ -86,6 +88,10 @@ SPEND_KEPT_AFTER_WINDOW = 86400.0
 
 class LimiterUnavailable(Exception):
     """The limits store cannot be reached: nothing can be admitted (the gateway answers 503)."""
+
+
+class LimiterUnsupported(LimiterUnavailable):
+    """The limits store answers but cannot serve these limits (a Redis too old)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,15 +171,15 @@ class Ask:
             raise ValueError("ttl must be a positive number of seconds")
         if self.now is not None and not math.isfinite(self.now):
             raise ValueError("now must be finite")
-        subjects = [s.subject for s in self.scopes]
-        if len(set(subjects)) != len(subjects):
-            raise ValueError(f"a subject appears twice among the scopes: {subjects}")
+        if len(self.scopes) > 1:
+            subjects = [s.subject for s in self.scopes]
+            if len(set(subjects)) != len(subjects):
+                raise ValueError(f"a subject appears twice among the scopes: {subjects}")
 
 
-@dataclass(frozen=True, slots=True)
-class LimitState:
+class LimitState(NamedTuple):
     """One per-minute limit as the ``x-ratelimit-*`` headers show it: its size, what is left (whole units,
-    ≥ 0) and the seconds until the bucket is full again."""
+    ≥ 0) and the seconds until the bucket is full again. (A named tuple: one is made per admission.)"""
 
     limit: float
     remaining: float
@@ -359,34 +365,41 @@ class _Account:
     held_heap: list[tuple[float, str]] = field(default_factory=list)  # (expiry, request id); stale entries skipped
     held_cost: float = 0.0
     settled: dict[str, float] = field(default_factory=dict)  # request id → when its marker expires
-    settled_heap: list[tuple[float, str]] = field(default_factory=list)
+    # (expiry, request id) in the order settled: markers all live SETTLED_MARKER_TTL, so the oldest is first
+    # (were the clock to step back, a marker would only be kept a little longer).
+    settled_order: deque[tuple[float, str]] = field(default_factory=deque)
     spend: dict[str, float] = field(default_factory=dict)  # "t", "d:20250131", "m:202501" → dollars
     spend_expires: dict[str, float] = field(default_factory=dict)
+    next_spend_expiry: float = math.inf
     revoked: bool = False
 
     def purge(self, now: float) -> None:
         """Drop the reservations and settled markers that expired by ``now``, and spend windows long over."""
-        while self.held_heap and self.held_heap[0][0] <= now:
-            expires, rid = heapq.heappop(self.held_heap)
-            held = self.held.get(rid)
-            if held is not None and held.expires == expires:
-                del self.held[rid]
-                self.held_cost -= held.cost
+        heap = self.held_heap
+        if heap and heap[0][0] <= now:
+            while heap and heap[0][0] <= now:
+                expires, rid = heapq.heappop(heap)
+                held = self.held.get(rid)
+                if held is not None and held.expires == expires:
+                    del self.held[rid]
+                    self.held_cost -= held.cost
         if not self.held:
             self.held_cost = 0.0  # no drift from float sums
-        if len(self.held_heap) > 2 * len(self.held) + 64:  # mostly entries of settled requests: rebuild
+            if self.buckets:
+                for name in [n for n, b in self.buckets.items() if b.level_at(now) >= b.cap]:
+                    del self.buckets[name]  # a full bucket is the same as none
+        if len(heap) > 2 * len(self.held) + 64:  # mostly entries of settled requests: rebuild
             self.held_heap = [(h.expires, rid) for rid, h in self.held.items()]
             heapq.heapify(self.held_heap)
-        while self.settled_heap and self.settled_heap[0][0] <= now:
-            expires, rid = heapq.heappop(self.settled_heap)
+        order = self.settled_order
+        while order and order[0][0] <= now:
+            expires, rid = order.popleft()
             if self.settled.get(rid) == expires:
                 del self.settled[rid]
-        if self.spend_expires and min(self.spend_expires.values()) <= now:
+        if self.next_spend_expiry <= now:
             for window in [w for w, end in self.spend_expires.items() if end <= now]:
                 del self.spend[window], self.spend_expires[window]
-        if not self.held and self.buckets:
-            for name in [n for n, b in self.buckets.items() if b.level_at(now) >= b.cap]:
-                del self.buckets[name]  # a full bucket is the same as none
+            self.next_spend_expiry = min(self.spend_expires.values(), default=math.inf)
 
     def level(self, name: str, cap: int, now: float) -> float:
         bucket = self.buckets.get(name)
@@ -395,8 +408,13 @@ class _Account:
         bucket.cap = cap  # the limit may have changed since
         return bucket.level_at(now)
 
-    def put_level(self, name: str, cap: int, level: float, now: float) -> None:
-        self.buckets.setdefault(name, _Bucket(cap, float(cap), now)).put(level, now)
+    def put_level(self, name: str, cap: int, level: float, now: float) -> float:
+        """Store a bucket's level (at most ``cap``); returns what was stored."""
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            bucket = self.buckets[name] = _Bucket(cap, float(cap), now)
+        bucket.put(level, now)
+        return bucket.level
 
     def spent(self, window: str) -> float:
         return self.spend.get(window, 0.0)
@@ -405,13 +423,19 @@ class _Account:
         self.spend[window] = self.spend.get(window, 0.0) + cost
         if expires is not None:
             self.spend_expires[window] = expires
+            if expires < self.next_spend_expiry:
+                self.next_spend_expiry = expires
 
     def mark_settled(self, rid: str, expires: float) -> None:
         self.settled[rid] = expires
-        heapq.heappush(self.settled_heap, (expires, rid))
+        self.settled_order.append((expires, rid))
 
     def entries(self) -> int:
         return len(self.buckets) + len(self.held) + len(self.settled) + len(self.spend) + int(self.revoked)
+
+
+#: The budgets in CHECK_ORDER: (limit, which spend window it reads: total, month or day).
+_BUDGETS: tuple[tuple[LimitName, str], ...] = (("budget_total", "t"), ("budget_month", "m"), ("budget_day", "d"))
 
 
 class MemoryLimiter:
@@ -432,64 +456,70 @@ class MemoryLimiter:
 
     async def admit(self, ask: Ask) -> Admission:
         now = self._clock() if ask.now is None else ask.now
-        if not ask.scopes:
+        scopes = ask.scopes
+        if not scopes:
             return Admission(True)
-        accounts = [self._account(s.subject) for s in ask.scopes]
+        accounts = [self._account(s.subject) for s in scopes]
         for account in accounts:
             account.purge(now)
-        first, first_account = ask.scopes[0], accounts[0]
+        first, first_account = scopes[0], accounts[0]
         if ask.request_id in first_account.held:
             return Admission(True, None, self._quota(first, first_account, now))
-        refusal = self._check(ask, accounts, now)
+        # Each bucket's level, read once: checked, then taken from, then reported.
+        levels = [(None if (lim := s.limits).rpm is None else a.level("rpm", lim.rpm, now),
+                   None if lim.tpm is None else a.level("tpm", lim.tpm, now))
+                  for s, a in zip(scopes, accounts, strict=True)]
+        refusal = self._check(ask, accounts, levels, now)
         if refusal is not None:
-            return Admission(False, refusal, self._quota(first, first_account, now))
-        for scope, account in zip(ask.scopes, accounts, strict=True):
+            return Admission(False, refusal, quota_of(first.limits, *levels[0]))
+        reported: tuple[float | None, float | None] = (None, None)
+        for scope, account, (rpm_level, tpm_level) in zip(scopes, accounts, levels, strict=True):
             lim = scope.limits
-            if lim.rpm is not None:
-                account.put_level("rpm", lim.rpm, account.level("rpm", lim.rpm, now) - 1, now)
-            if lim.tpm is not None:
-                account.put_level("tpm", lim.tpm, account.level("tpm", lim.tpm, now) - ask.tokens, now)
+            if lim.rpm is not None and rpm_level is not None:
+                rpm_level = account.put_level("rpm", lim.rpm, rpm_level - 1, now)
+            if lim.tpm is not None and tpm_level is not None:
+                tpm_level = account.put_level("tpm", lim.tpm, tpm_level - ask.tokens, now)
+            if account is first_account:
+                reported = (rpm_level, tpm_level)
             held = _Held(ask.cost, ask.tokens, ask.ttl, now + ask.ttl)
             account.held[ask.request_id] = held
             heapq.heappush(account.held_heap, (held.expires, ask.request_id))
             account.held_cost += ask.cost
-        return Admission(True, None, self._quota(first, first_account, now))
+        return Admission(True, None, quota_of(first.limits, *reported))
 
-    def _check(self, ask: Ask, accounts: list[_Account], now: float) -> Refusal | None:
-        pairs = list(zip(ask.scopes, accounts, strict=True))
-        windows = budget_windows(now)
-        for scope, account in pairs:
+    def _check(self, ask: Ask, accounts: list[_Account], levels: list[tuple[float | None, float | None]],
+               now: float) -> Refusal | None:
+        scopes = ask.scopes
+        for scope, account in zip(scopes, accounts, strict=True):
             if account.revoked:
                 return refusal_of(ask, scope, "revoked", None, 0.0, 0.0)
-        budgets: tuple[tuple[LimitName, str, float | None], ...] = (
-            ("budget_total", "t", None),
-            ("budget_month", windows.month, windows.month_end - now),
-            ("budget_day", windows.day, windows.day_end - now),
-        )
-        for name, window, renews in budgets:
-            for scope, account in pairs:
+        windows: BudgetWindows | None = None
+        for name, period in _BUDGETS:
+            for scope, account in zip(scopes, accounts, strict=True):
                 budget: float | None = getattr(scope.limits, name)
                 if budget is None:
                     continue
+                if windows is None:
+                    windows = budget_windows(now)
+                window = "t" if period == "t" else windows.month if period == "m" else windows.day
                 spent, held = account.spent(window), account.held_cost
                 left = budget - spent - held
                 if left <= MONEY_EPSILON or ask.cost > left + MONEY_EPSILON:
+                    renews = (None if period == "t" else
+                              (windows.month_end if period == "m" else windows.day_end) - now)
                     return refusal_of(ask, scope, name, renews, spent, held)
-        for scope, account in pairs:
+        for scope, account in zip(scopes, accounts, strict=True):
             limit = scope.limits.max_concurrency
             if limit is not None and len(account.held) >= limit:
                 return refusal_of(ask, scope, "concurrency", CONCURRENCY_RETRY_AFTER, len(account.held), 0.0)
-        for scope, account in pairs:
+        for scope, (level, _) in zip(scopes, levels, strict=True):
             rpm = scope.limits.rpm
-            if rpm is not None:
-                level = account.level("rpm", rpm, now)
-                if (wait := (1 - level) * 60.0 / rpm) > BUCKET_SLACK:
-                    return refusal_of(ask, scope, "rpm", wait, level, 0.0)
-        for scope, account in pairs:
+            if rpm is not None and level is not None and (wait := (1 - level) * 60.0 / rpm) > BUCKET_SLACK:
+                return refusal_of(ask, scope, "rpm", wait, level, 0.0)
+        for scope, (_, level) in zip(scopes, levels, strict=True):
             tpm = scope.limits.tpm
-            if tpm is not None:
+            if tpm is not None and level is not None:
                 need = min(ask.tokens, tpm)  # more than the bucket holds: admitted when it is full
-                level = account.level("tpm", tpm, now)
                 if (wait := (need - level) * 60.0 / tpm) > BUCKET_SLACK:
                     return refusal_of(ask, scope, "tpm", wait, level, 0.0)
         return None

@@ -50,6 +50,7 @@ from switchboard.policy.limits import (
     Admission,
     Ask,
     LimiterUnavailable,
+    LimiterUnsupported,
     LimitName,
     Limits,
     Scope,
@@ -58,7 +59,7 @@ from switchboard.policy.limits import (
     refusal_of,
     subjects_of,
 )
-from switchboard.storage.resp import RedisClient, RedisUnavailable, ReplyError, Script
+from switchboard.storage.resp import RedisClient, RedisUnavailable, ReplyError, Script, bulk
 
 __all__ = ["RedisLimiter"]
 
@@ -80,10 +81,12 @@ local function clock(arg)
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- Keep `key` at least `seconds` longer; never shortens its TTL.
-local function keep(key, seconds)
-  local ms = math.ceil(seconds * 1000)
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, string.format('%d', ms)) end
+-- Keep `key` at least `seconds` longer; never shortens its TTL. A key these scripts wrote before always has a
+-- TTL (`old`): one call, GT. A key just created (`old` false) has none yet. Unsure (`old` nil): GT, else NX.
+local function keep(key, seconds, old)
+  local ms = string.format('%d', math.ceil(seconds * 1000))
+  if old == false then redis.call('PEXPIRE', key, ms) return end
+  if redis.call('PEXPIRE', key, ms, 'GT') == 0 and old == nil then redis.call('PEXPIRE', key, ms, 'NX') end
 end
 
 -- Days since 1970-01-01 and the civil date (proleptic Gregorian; H. Hinnant's algorithms).
@@ -120,10 +123,10 @@ local function windows(now)
           month = string.format('m:%04d%02d', y, m), month_end = days(ny, nm, 1) * 86400}
 end
 
--- Drop the reservations that expired by `now` (their dollars are no longer held) and old settled markers.
+-- Drop the reservations that expired by `now` (their dollars are no longer held). Returns how many are live.
 local function purge(base, now)
-  local res, resd, t = base .. 'res', base .. 'resd', fmt(now)
-  local gone = redis.call('ZRANGEBYSCORE', res, '-inf', t, 'LIMIT', 0, $batch)
+  local res, resd = base .. 'res', base .. 'resd'
+  local gone = redis.call('ZRANGEBYSCORE', res, '-inf', fmt(now), 'LIMIT', 0, $batch)
   if #gone > 0 then
     local cost = 0
     for _, v in ipairs(redis.call('HMGET', resd, unpack(gone))) do
@@ -133,22 +136,25 @@ local function purge(base, now)
     redis.call('HDEL', resd, unpack(gone))
     if cost ~= 0 then redis.call('INCRBYFLOAT', base .. 'held', fmt(-cost)) end
   end
-  if redis.call('ZCARD', res) == 0 then redis.call('DEL', base .. 'held', resd) end  -- no float drift
-  redis.call('ZREMRANGEBYSCORE', base .. 'done', '-inf', t)
+  local live = redis.call('ZCARD', res)
+  if live == 0 and #gone > 0 then redis.call('DEL', base .. 'held', resd) end  -- no float drift
+  return live
 end
 
--- A token bucket's level now: `cap` deep, refilled in a minute, full when absent.
-local function level(key, cap, now)
+-- A token bucket now, read once: its level (`cap` deep, refilled in a minute, full when absent) and whether
+-- it exists.
+local function bucket(key, cap, now)
   local v = redis.call('HMGET', key, 'l', 't')
-  if not v[1] then return cap end
-  return math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60)
+  if not v[1] then return cap, false end
+  return math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60), true
 end
 
 -- Store a bucket's level; it lives until full again, and at least `hold` seconds (its reservations' ttl).
-local function put_level(key, cap, l, now, hold)
+local function put_level(key, cap, l, now, hold, old)
   l = math.min(cap, l)
   redis.call('HSET', key, 'l', fmt(l), 't', fmt(now), 'c', fmt(cap))
-  keep(key, math.max((cap - l) * 60 / cap, hold) + MARGIN)
+  keep(key, math.max((cap - l) * 60 / cap, hold) + MARGIN, old)
+  return l
 end
 """).substitute(margin=_MARGIN, eps=MONEY_EPSILON, slack=BUCKET_SLACK, kept=SPEND_KEPT_AFTER_WINDOW,
                 late=SETTLED_MARKER_TTL, batch=_PURGE_BATCH)
@@ -156,13 +162,14 @@ end
 # KEYS: the key base of each scope ("sb:{key:abc}:"), the first scope first.
 # ARGV: now ('' = Redis TIME), request id, tokens, cost, ttl, then per scope six limits (-1 = none):
 #       rpm, tpm, max_concurrency, budget_day, budget_month, budget_total.
-# Returns {admitted '1'|'0', limit, scope index, retry_after ('' = none), used, reserved, first scope's rpm
-# level, its tpm level ('' = not limited)}; see refusal_of() for what used and reserved are.
+# Returns "admitted|limit|scope index|retry_after|used|reserved|rpm level|tpm level" (one string: cheaper to
+# parse than a list): admitted '1' or '0', retry_after '' for none, the levels of the first scope's buckets
+# ('' = not limited); see refusal_of() for what used and reserved are.
 _ADMIT = _PRELUDE + Template(r"""
 local now = clock(ARGV[1])
 local rid, tokens, cost, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local n = #KEYS
-local L = {}
+local L, live, held, R, T = {}, {}, {}, {}, {}
 for i = 1, n do
   L[i] = {}
   for j = 1, 6 do
@@ -170,16 +177,26 @@ for i = 1, n do
     if v >= 0 then L[i][j] = v end
   end
 end
-for i = 1, n do purge(KEYS[i], now) end
+for i = 1, n do live[i] = purge(KEYS[i], now) end
 
-local function answer(admitted, limit, i, retry, used, reserved)
-  local r, t = '', ''
-  if L[1][1] then r = fmt(level(KEYS[1] .. 'rpm', L[1][1], now)) end
-  if L[1][2] then t = fmt(level(KEYS[1] .. 'tpm', L[1][2], now)) end
-  return {admitted, limit, tostring(i), retry, fmt(used), fmt(reserved), r, t}
+-- Each bucket read once: {level, exists}, checked, then taken from, then reported.
+local function buckets(i)
+  if R[i] == nil then
+    R[i], T[i] = false, false
+    if L[i][1] then R[i] = {bucket(KEYS[i] .. 'rpm', L[i][1], now)} end
+    if L[i][2] then T[i] = {bucket(KEYS[i] .. 'tpm', L[i][2], now)} end
+  end
 end
 
-if redis.call('ZSCORE', KEYS[1] .. 'res', rid) then return answer('1', '', 0, '', 0, 0) end  -- a retried call
+local function answer(admitted, limit, i, retry, used, reserved)
+  buckets(1)
+  local r, t = '', ''
+  if R[1] then r = fmt(R[1][1]) end
+  if T[1] then t = fmt(T[1][1]) end
+  return table.concat({admitted, limit, tostring(i), retry, fmt(used), fmt(reserved), r, t}, '|')
+end
+
+if live[1] > 0 and redis.call('ZSCORE', KEYS[1] .. 'res', rid) then return answer('1', '', 0, '', 0, 0) end  -- retried
 
 -- Check everything (in CHECK_ORDER, then scope order) before taking anything.
 for i = 1, n do
@@ -193,36 +210,34 @@ for _, b in ipairs(budgets) do
     local budget = L[i][b[2]]
     if budget then
       local spent = tonumber(redis.call('GET', KEYS[i] .. b[3]) or '0')
-      local held = tonumber(redis.call('GET', KEYS[i] .. 'held') or '0')
-      local left = budget - spent - held
+      if held[i] == nil then
+        held[i] = live[i] > 0 and tonumber(redis.call('GET', KEYS[i] .. 'held') or '0') or 0
+      end
+      local left = budget - spent - held[i]
       if left <= EPS or cost > left + EPS then
         local retry = ''
         if b[4] then retry = fmt(b[4] - now) end
-        return answer('0', b[1], i, retry, spent, held)
+        return answer('0', b[1], i, retry, spent, held[i])
       end
     end
   end
 end
 for i = 1, n do
   local most = L[i][3]
-  if most then
-    local busy = redis.call('ZCARD', KEYS[i] .. 'res')
-    if busy >= most then return answer('0', 'concurrency', i, fmt($conc_retry), busy, 0) end
-  end
+  if most and live[i] >= most then return answer('0', 'concurrency', i, fmt($conc_retry), live[i], 0) end
 end
 for i = 1, n do
-  local rpm = L[i][1]
-  if rpm then
-    local l = level(KEYS[i] .. 'rpm', rpm, now)
+  buckets(i)
+  if R[i] then
+    local rpm, l = L[i][1], R[i][1]
     local wait = (1 - l) * 60 / rpm
     if wait > SLACK then return answer('0', 'rpm', i, fmt(wait), l, 0) end
   end
 end
 for i = 1, n do
-  local tpm = L[i][2]
-  if tpm then
+  if T[i] then
+    local tpm, l = L[i][2], T[i][1]
     local need = math.min(tokens, tpm)  -- more than the bucket holds: admitted when it is full
-    local l = level(KEYS[i] .. 'tpm', tpm, now)
     local wait = (need - l) * 60 / tpm
     if wait > SLACK then return answer('0', 'tpm', i, fmt(wait), l, 0) end
   end
@@ -230,14 +245,15 @@ end
 
 for i = 1, n do
   local base = KEYS[i]
-  if L[i][1] then put_level(base .. 'rpm', L[i][1], level(base .. 'rpm', L[i][1], now) - 1, now, ttl) end
-  if L[i][2] then put_level(base .. 'tpm', L[i][2], level(base .. 'tpm', L[i][2], now) - tokens, now, ttl) end
+  if R[i] then R[i][1] = put_level(base .. 'rpm', L[i][1], R[i][1] - 1, now, ttl, R[i][2]) end
+  if T[i] then T[i][1] = put_level(base .. 'tpm', L[i][2], T[i][1] - tokens, now, ttl, T[i][2]) end
   redis.call('ZADD', base .. 'res', fmt(now + ttl), rid)
   redis.call('HSET', base .. 'resd', rid, fmt(cost) .. ' ' .. string.format('%d', tokens) .. ' ' .. fmt(ttl))
   redis.call('INCRBYFLOAT', base .. 'held', fmt(cost))
-  keep(base .. 'res', ttl + MARGIN)
-  keep(base .. 'resd', ttl + MARGIN)
-  keep(base .. 'held', ttl + MARGIN)
+  local old = live[i] > 0  -- with reservations live, the three keys exist and have their TTLs
+  keep(base .. 'res', ttl + MARGIN, old)
+  keep(base .. 'resd', ttl + MARGIN, old)
+  keep(base .. 'held', ttl + MARGIN, old)
 end
 return answer('1', '', 0, '', 0, 0)
 """).substitute(conc_retry=CONCURRENCY_RETRY_AFTER)
@@ -249,22 +265,27 @@ local rid, tokens, cost, release = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local w = windows(now)
 for i = 1, #KEYS do
   local base = KEYS[i]
-  purge(base, now)
-  if not redis.call('ZSCORE', base .. 'done', rid) then
-    local marker = LATE
-    local r = redis.call('HGET', base .. 'resd', rid)
+  local live = purge(base, now)
+  local done = base .. 'done'
+  redis.call('ZREMRANGEBYSCORE', done, '-inf', fmt(now))
+  if not redis.call('ZSCORE', done, rid) then
+    local r = live > 0 and redis.call('HGET', base .. 'resd', rid)
     if r then
       local rc, rt = string.match(r, '^(%S+) (%S+) %S+$')
-      redis.call('ZREM', base .. 'res', rid)
-      redis.call('HDEL', base .. 'resd', rid)
-      if redis.call('ZCARD', base .. 'res') == 0 then
-        redis.call('DEL', base .. 'held', base .. 'resd')
+      if live == 1 then
+        redis.call('DEL', base .. 'res', base .. 'resd', base .. 'held')  -- the last one: no float drift
       else
+        redis.call('ZREM', base .. 'res', rid)
+        redis.call('HDEL', base .. 'resd', rid)
         redis.call('INCRBYFLOAT', base .. 'held', fmt(-tonumber(rc)))
       end
-      local bucket = base .. 'tpm'
-      local cap = tonumber(redis.call('HGET', bucket, 'c') or '')
-      if cap then put_level(bucket, cap, level(bucket, cap, now) + tonumber(rt) - tokens, now, 0) end
+      local key = base .. 'tpm'
+      local v = redis.call('HMGET', key, 'l', 't', 'c')
+      if v[3] then
+        local cap = tonumber(v[3])
+        local l = math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60)
+        put_level(key, cap, l + tonumber(rt) - tokens, now, 0, true)
+      end
     end
     if not release and cost > 0 then
       redis.call('INCRBYFLOAT', base .. 'spend:t', fmt(cost))
@@ -274,8 +295,8 @@ for i = 1, #KEYS do
         redis.call('PEXPIRE', key, string.format('%d', math.ceil((win[2] + KEPT - now) * 1000)))
       end
     end
-    redis.call('ZADD', base .. 'done', fmt(now + marker), rid)
-    keep(base .. 'done', marker + MARGIN)
+    redis.call('ZADD', done, fmt(now + LATE), rid)
+    keep(done, LATE + MARGIN)
   end
 end
 return 1
@@ -333,7 +354,8 @@ class RedisLimiter:
         self._settle = Script(_SETTLE)
         self._usage = Script(_USAGE)
         # The key base and limit arguments of the scopes seen lately (callers reuse their Scope objects).
-        self._scope_args: dict[int, tuple[Scope, str, list[str]]] = {}
+        self._scope_args: dict[int, tuple[Scope, bytes, bytes]] = {}
+        self._subject_keys: dict[str, bytes] = {}  # subject → the encoded "1 <key base>" of a settlement
 
     def _base(self, subject: str) -> str:
         return f"{self.prefix}{{{subject}}}:"
@@ -349,28 +371,43 @@ class RedisLimiter:
         except (RedisUnavailable, ReplyError) as exc:
             raise LimiterUnavailable(f"redis at {self._where}: {exc}") from exc
 
+    def _scope_parts(self, scope: Scope) -> tuple[bytes, bytes]:
+        """A scope's key base and its six limits, encoded (callers reuse their Scope objects: cached)."""
+        cached = self._scope_args.get(id(scope))
+        if cached is None or cached[0] is not scope:
+            if len(self._scope_args) >= 10_000:
+                self._scope_args.clear()
+            cached = self._scope_args[id(scope)] = (scope, bulk([self._base(scope.subject)]),
+                                                   bulk(_limit_args(scope.limits)))
+        return cached[1], cached[2]
+
     async def admit(self, ask: Ask) -> Admission:
-        if not ask.scopes:
+        scopes = ask.scopes
+        if not scopes:
             return Admission(True)
-        args = [self._now(ask.now), ask.request_id, str(int(ask.tokens)), repr(float(ask.cost)), repr(float(ask.ttl))]
-        keys = []
-        for scope in ask.scopes:
-            cached = self._scope_args.get(id(scope))
-            if cached is None or cached[0] is not scope:
-                if len(self._scope_args) >= 10_000:
-                    self._scope_args.clear()
-                cached = self._scope_args[id(scope)] = (scope, self._base(scope.subject), _limit_args(scope.limits))
-            keys.append(cached[1])
-            args += cached[2]
-        out = cast(list[str], await self._call(self._redis.run(self._admit, keys, args)))
-        admitted, limit, index, retry, used, reserved, rpm_level, tpm_level = out
-        quota = quota_of(ask.scopes[0].limits, float(rpm_level) if rpm_level else None,
+        now, rid = self._now(ask.now), ask.request_id
+        tokens, cost, ttl = str(int(ask.tokens)), repr(float(ask.cost)), repr(float(ask.ttl))
+        if rid.isascii():  # request ids are: encoded in one go
+            dynamic = (f"${len(now)}\r\n{now}\r\n${len(rid)}\r\n{rid}\r\n${len(tokens)}\r\n{tokens}\r\n"
+                       f"${len(cost)}\r\n{cost}\r\n${len(ttl)}\r\n{ttl}\r\n").encode()
+        else:
+            dynamic = bulk([now, rid, tokens, cost, ttl])
+        if len(scopes) == 1:
+            key, limits = self._scope_parts(scopes[0])
+            body = b"$1\r\n1\r\n%s%s%s" % (key, dynamic, limits)
+        else:
+            parts = [self._scope_parts(scope) for scope in scopes]
+            body = b"".join([bulk([len(scopes)]), *(k for k, _ in parts), dynamic, *(lim for _, lim in parts)])
+        count = 1 + len(scopes) + 5 + 6 * len(scopes)
+        out = cast(str, await self._call(self._redis.run_encoded(self._admit, count, body)))
+        admitted, limit, index, retry, used, reserved, rpm_level, tpm_level = out.split("|")
+        quota = quota_of(scopes[0].limits, float(rpm_level) if rpm_level else None,
                          float(tpm_level) if tpm_level else None)
         if admitted == "1":
             return Admission(True, None, quota)
         if limit not in _LIMIT_NAMES:  # pragma: no cover - the script and CHECK_ORDER disagree
             raise LimiterUnavailable(f"redis at {self._where}: unexpected answer {out!r}")
-        refusal = refusal_of(ask, ask.scopes[int(index) - 1], cast(LimitName, limit), float(retry) if retry else None,
+        refusal = refusal_of(ask, scopes[int(index) - 1], cast(LimitName, limit), float(retry) if retry else None,
                              float(used), float(reserved))
         return Admission(False, refusal, quota)
 
@@ -383,8 +420,13 @@ class RedisLimiter:
         joins the next pipelined write). A failure is logged; the reservation then expires by itself."""
         if tokens < 0 or not (math.isfinite(cost) and cost >= 0):
             raise ValueError("tokens and cost must be ≥ 0")
-        args = [self._now(None), request_id, str(int(tokens)), repr(float(cost)), "0"]
-        self._redis.run_nowait(self._settle, [self._base(subject)], args, self._settle_failed)
+        key = self._subject_keys.get(subject)
+        if key is None:
+            if len(self._subject_keys) >= 10_000:
+                self._subject_keys.clear()
+            key = self._subject_keys[subject] = b"$1\r\n1\r\n" + bulk([self._base(subject)])
+        args = bulk([self._now(None), request_id, str(int(tokens)), repr(float(cost)), "0"])
+        self._redis.run_nowait(self._settle, 7, key + args, self._settle_failed)
 
     def _settle_failed(self, exc: BaseException) -> None:
         log.error("redis at %s: a settlement failed (its reservation expires by itself): %s", self._where, exc)
@@ -430,7 +472,13 @@ class RedisLimiter:
         return removed
 
     async def ping(self) -> None:
-        await self._call(self._redis.call("PING"))
+        """Check that Redis answers and is new enough (7.0: the scripts use ``PEXPIRE … GT``)."""
+        info = cast(str, await self._call(self._redis.call("INFO", "server")))
+        version = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                        if line.startswith("redis_version:")), "")
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) < 7:
+            raise LimiterUnsupported(f"redis at {self._where} is version {version}; limits need Redis 7.0 or newer")
 
     async def aclose(self) -> None:
         await self._redis.aclose()

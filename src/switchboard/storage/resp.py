@@ -24,10 +24,10 @@ import hashlib
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["RedisClient", "RedisUnavailable", "ReplyError", "Script"]
+__all__ = ["RedisClient", "RedisUnavailable", "ReplyError", "Script", "bulk"]
 
 
 class RedisUnavailable(Exception):
@@ -41,16 +41,17 @@ class ReplyError(Exception):
 class Script:
     """A Lua script, known to the server by its SHA-1 digest."""
 
-    __slots__ = ("digest", "source")
+    __slots__ = ("digest", "head", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.digest = hashlib.sha1(source.encode()).hexdigest()
+        self.head = bulk(["EVALSHA", self.digest])
 
 
-def encode(args: Sequence[str | bytes | int | float]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    parts = [f"*{len(args)}\r\n"]
+def bulk(args: Sequence[str | bytes | int | float]) -> bytes:
+    """``args`` as consecutive RESP bulk strings: the body of a command, or a piece of one to reuse."""
+    parts: list[str] = []
     raw: list[bytes] | None = None
     for arg in args:
         if isinstance(arg, bytes):  # rare: keep the text path simple and join the two at the end
@@ -63,6 +64,11 @@ def encode(args: Sequence[str | bytes | int | float]) -> bytes:
         parts.append(f"${size}\r\n{text}\r\n")
     tail = "".join(parts).encode()
     return tail if raw is None else b"".join([*raw, tail])
+
+
+def encode(args: Sequence[str | bytes | int | float]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    return b"*%d\r\n%s" % (len(args), bulk(args))
 
 
 _INCOMPLETE = object()
@@ -103,13 +109,23 @@ def _parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
     raise RedisUnavailable(f"unexpected reply type {chr(kind)!r} from the server")
 
 
+class _Waiter(Protocol):
+    """What hears a reply: a future, or a :class:`_Detached` command's bookkeeping."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class _Connection(asyncio.Protocol):
     """One socket: writes what the client queued, hands each parsed reply to the oldest waiter."""
 
     def __init__(self, timeout: float) -> None:
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.waiting: deque[tuple[_Waiter, float]] = deque()
         self.out: list[bytes] = []
         self.flush_scheduled = False
         self.buf = bytearray()
@@ -122,17 +138,21 @@ class _Connection(asyncio.Protocol):
 
     def send(self, payload: bytes) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = self.loop.create_future()
+        self.queue(payload, fut)
+        return fut
+
+    def queue(self, payload: bytes, waiter: _Waiter) -> None:
+        """Queue ``payload`` for the next write; ``waiter`` hears its reply or failure."""
         if self.lost is not None:
-            fut.set_exception(RedisUnavailable(str(self.lost)))
-            return fut
-        self.waiting.append((fut, self.loop.time() + self.timeout))
+            waiter.set_exception(RedisUnavailable(str(self.lost)))
+            return
+        self.waiting.append((waiter, self.loop.time() + self.timeout))
         self.out.append(payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.timeout, self._check_deadline)
-        return fut
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -220,6 +240,8 @@ class RedisClient:
         self._conn: _Connection | None = None
         self._opening: asyncio.Future[_Connection] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._detached = 0  # commands of run_nowait not answered yet
+        self._drained: asyncio.Event | None = None
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -273,37 +295,43 @@ class RedisClient:
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         """Run a Lua script by digest, loading it first if the server does not have it."""
-        try:
-            return await self.call("EVALSHA", script.digest, len(keys), *keys, *args)
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        await self.call("SCRIPT", "LOAD", script.source)
-        return await self.call("EVALSHA", script.digest, len(keys), *keys, *args)
+        return await self.run_encoded(script, len(keys) + len(args) + 1, bulk([len(keys), *keys, *args]))
 
-    def run_nowait(self, script: Script, keys: Sequence[str], args: Sequence[str | int | float],
-                   on_error: Callable[[BaseException], None]) -> None:
-        """Run a script without waiting for its answer (``on_error`` hears of a failure). On an open
-        connection this costs no task: the command joins the next write. A script the server does not know
-        yet, or a broken connection, gets one more try through :meth:`run`."""
+    async def run_encoded(self, script: Script, count: int, body: bytes) -> Any:
+        """:meth:`run` with the arguments already encoded: ``body`` is ``count`` bulk strings (the number of
+        keys, the keys, the arguments) as :func:`bulk` makes them, so that a caller can keep the parts that do
+        not change from call to call."""
+        payload = b"*%d\r\n%s%s" % (count + 2, script.head, body)
+        reconnected = loaded = False  # one more try after each: a new connection, loading the script
+        while True:
+            conn = await self._connection()
+            try:
+                return await conn.send(payload)
+            except RedisUnavailable:
+                if reconnected:
+                    raise
+                reconnected = True
+            except ReplyError as exc:
+                if loaded or not str(exc).startswith("NOSCRIPT"):
+                    raise
+                loaded = True
+                await self.call("SCRIPT", "LOAD", script.source)
+
+    def run_nowait(self, script: Script, count: int, body: bytes, on_error: Callable[[BaseException], None]) -> None:
+        """:meth:`run_encoded` without waiting for the answer (``on_error`` hears of a failure). On an open
+        connection this costs no task and no future: the command joins the next write. A script the server
+        does not know yet, or a broken connection, gets one more try through :meth:`run_encoded`."""
         conn = self._conn
         if conn is None or conn.lost is not None:
-            self._spawn(self.run(script, keys, args), on_error)
+            self._spawn(self.run_encoded(script, count, body), on_error)
             return
-        fut = conn.send(encode(["EVALSHA", script.digest, len(keys), *keys, *args]))
-        self._background.add(fut)
+        self._detached += 1
+        conn.queue(b"*%d\r\n%s%s" % (count + 2, script.head, body), _Detached(self, script, count, body, on_error))
 
-        def done(f: asyncio.Future[Any]) -> None:
-            self._background.discard(f)
-            exc = None if f.cancelled() else f.exception()
-            if exc is None:
-                return
-            if isinstance(exc, RedisUnavailable) or str(exc).startswith("NOSCRIPT"):
-                self._spawn(self.run(script, keys, args), on_error)
-            else:
-                on_error(exc)
-
-        fut.add_done_callback(done)
+    def _answered(self) -> None:
+        self._detached -= 1
+        if not self._detached and self._drained is not None:
+            self._drained.set()
 
     def _spawn(self, work: Coroutine[Any, Any, Any], on_error: Callable[[BaseException], None]) -> None:
         task = asyncio.ensure_future(work)
@@ -329,8 +357,44 @@ class RedisClient:
 
     async def aclose(self) -> None:
         """Wait for the commands still on their way (at most ``timeout``), then close the connection."""
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=self._timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        # A command answered NOSCRIPT is sent again by a new task: wait for those too.
+        while (self._background or self._detached) and (left := deadline - loop.time()) > 0:
+            waits = list(self._background)
+            if self._detached:
+                self._drained = asyncio.Event()
+                waits.append(asyncio.ensure_future(self._drained.wait()))
+            _, pending = await asyncio.wait(waits, timeout=left)
+            for w in pending:
+                if w not in self._background:
+                    w.cancel()
+        self._drained = None
         conn, self._conn = self._conn, None
         if conn is not None and conn.transport is not None:
             conn.transport.close()
+
+
+class _Detached:
+    """The waiter of a command sent by :meth:`RedisClient.run_nowait`: counts it answered, and on a failure
+    sends it once more (NOSCRIPT, a broken connection) or tells ``on_error``."""
+
+    __slots__ = ("body", "client", "count", "on_error", "script")
+
+    def __init__(self, client: RedisClient, script: Script, count: int, body: bytes,
+                 on_error: Callable[[BaseException], None]) -> None:
+        self.client, self.script, self.count, self.body, self.on_error = client, script, count, body, on_error
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: Any, /) -> None:
+        self.client._answered()
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        client = self.client
+        client._answered()
+        if isinstance(exception, RedisUnavailable) or str(exception).startswith("NOSCRIPT"):
+            client._spawn(client.run_encoded(self.script, self.count, self.body), self.on_error)
+        else:
+            self.on_error(exception)
