@@ -628,4 +628,6 @@ def create_app(config: Config, *, records: RecordSink | None = None,
     if records is not None:
         sink = records
         metrics.watch_records(lambda: sink.stats)
+    if gateway.tracer is not None:
+        metrics.watch_tracer(gateway.tracer)
     return SwitchboardApp(gateway, config, records, metrics)

@@ -36,7 +36,7 @@ from switchboard.providers.base import Provider, create_provider
 from switchboard.providers.http import HttpClient
 from switchboard.routing.bandit import BanditStateError, Feedback, Signal
 from switchboard.routing.eligibility import UNAVAILABLE, BalanceView
-from switchboard.routing.features import features_of, replay_input
+from switchboard.routing.features import features_of, prompt_text, replay_input
 from switchboard.routing.plan import RequestFeatures, RouteDecision, RoutePlan
 from switchboard.routing.router import Router
 from switchboard.routing.stages import FeedbackBandit, build_router, warm
@@ -58,6 +58,7 @@ from switchboard.schemas.ids import new_id
 from switchboard.storage.records import RecordSink
 from switchboard.storage.state import SQLiteStateStore
 from switchboard.telemetry.record import Attempt, RequestRecord, cost_usd
+from switchboard.telemetry.tracing import TraceContext, Tracer
 
 __all__ = ["ChatStream", "Gateway", "RequestContext", "new_request_id"]
 
@@ -92,6 +93,8 @@ class RequestContext:
     admitted: bool = False  # its tokens and dollars were reserved: settle them when it ends
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-* …
     vault: Vault | None = None  # values a guardrail redacted, to put back into the answer
+    trace: TraceContext | None = None  # its trace, when tracing is on
+    trace_prompt: str | None = None  # its prompt text for the trace, when tracing captures prompts
 
     @classmethod
     def create(cls, *, endpoint: str, dialect: str = "library", request_id: str | None = None,
@@ -128,6 +131,9 @@ class Gateway:
                  rng: random.Random | None = None, governor: Governor | None = None) -> None:
         self.config = config
         self.governor = governor if governor is not None else Governor.build(config)
+        #: Exports finished requests as OpenTelemetry spans (``tracing.enabled``), from its own thread.
+        self.tracer = Tracer.build(config.tracing, providers=config.providers)
+        self._trace_prompts = config.tracing.capture_prompts
         self._own_http = http is None
         self._http = http or HttpClient(
             max_connections_per_host=max((pc.max_connections for pc in config.providers.values()), default=256))
@@ -256,6 +262,8 @@ class Gateway:
                 await asyncio.to_thread(self._state.close)
                 self._state = None
         await self.governor.aclose()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.close)
         if self._own_http:
             await self._http.aclose()
 
@@ -424,6 +432,8 @@ class Gateway:
         try:
             if self.governor.active:
                 request = await self._screen(request, ctx)
+            if self.tracer is not None:
+                self._begin_trace(ctx, request)
             public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
             route = self._route(public, model, features, ctx, decision)
@@ -458,6 +468,8 @@ class Gateway:
         try:
             if self.governor.active:
                 request = await self._screen(request, ctx)
+            if self.tracer is not None:
+                self._begin_trace(ctx, request)
             public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
             route = self._route(public, model, features, ctx, decision)
@@ -482,6 +494,8 @@ class Gateway:
         ctx = ctx or RequestContext.create(endpoint="embeddings")
         rec = ctx.record
         try:
+            if self.tracer is not None:
+                self._begin_trace(ctx, None)
             if ctx.key is not None:
                 self.governor.check_model(ctx.key, request.model)
             public, model = self.lookup(request.model, "embedding")
@@ -529,6 +543,14 @@ class Gateway:
 
     # -- record keeping ----------------------------------------------------------------------
 
+    def _begin_trace(self, ctx: RequestContext, request: ChatRequest | None) -> None:
+        """Join the client's trace or start one; keep the (screened) prompt when traces capture prompts."""
+        assert self.tracer is not None
+        if ctx.trace is None:
+            ctx.trace = self.tracer.begin(ctx.client_headers)
+        if self._trace_prompts and request is not None and ctx.trace.sampled:
+            ctx.trace_prompt = prompt_text(request.messages)
+
     def _settle(self, rec: RequestRecord, dep: DeploymentConfig, usage: Usage | None, winner: Attempt) -> None:
         rec.deployment = dep.id
         rec.provider = dep.provider
@@ -555,6 +577,8 @@ class Gateway:
             listener(rec)
         if self._records is not None:
             self._records.submit(rec)
+        if ctx.trace is not None and self.tracer is not None:
+            self.tracer.finish(rec, ctx.trace, ctx.trace_prompt)
 
 
 def _embedding_tokens(request: EmbeddingRequest) -> int:

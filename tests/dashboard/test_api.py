@@ -3,6 +3,8 @@ summary and the time series, the request list and drill-down, health, and parame
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import orjson
@@ -202,6 +204,19 @@ async def test_summary_says_what_the_records_say(app: SwitchboardApp) -> None:
     assert {g["key"]: g["requests"] for g in by_router["groups"]} == {"(none)": 5, "auto": 2}
 
 
+async def test_summary_of_a_window_that_ended_and_as_csv(app: SwitchboardApp) -> None:
+    earlier = await get_json(app, "/dashboard/api/summary", "since=3h&until=1h")
+    assert (earlier["total"]["requests"], earlier["until"]) == (1, NOW - 3600)
+    assert [g["key"] for g in earlier["groups"]] == ["small"]
+    status, headers, body = await call(app, "/dashboard/api/summary", "since=1h&reference=large&format=csv")
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert "attachment" in headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert [(r["key"], r["requests"], r["errors"]) for r in rows] == [("small", "4", "1"), ("large", "2", "0"),
+                                                                   ("total", "6", "1")]
+    assert float(rows[-1]["savings_usd"]) == pytest.approx(5 * 0.013 - 0.0406)
+
+
 async def test_timeseries_buckets_the_window(app: SwitchboardApp) -> None:
     data = await get_json(app, "/dashboard/api/timeseries", "since=1h&bucket=10m&reference=large")
     assert data["bucket_seconds"] == 600 and data["models"] == ["small", "large"]
@@ -262,6 +277,10 @@ async def test_health_shows_breakers_and_recent_errors(app: SwitchboardApp) -> N
     ("summary", "since=-5", "since"),
     ("summary", "by=colour", "by"),
     ("summary", "reference=gpt-9", "reference"),
+    ("summary", "until=soon", "until"),
+    ("summary", "since=1h&until=2h", "until"),
+    ("summary", "format=xml", "format"),
+    ("requests", "format=csv", "format"),
     ("timeseries", "since=7d&bucket=1s", "bucket"),
     ("timeseries", "bucket=fast", "bucket"),
     ("requests", "limit=0", "limit"),

@@ -91,6 +91,12 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
     if isinstance(limits, dict) and "redis_url" in limits:
         data = {**data, "limits": {**limits, "redis_url": _resolve_secret(limits["redis_url"], env, "limits.redis_url",
                                                                           problems)}}
+    tracing = data.get("tracing")
+    if isinstance(tracing, dict) and isinstance(tracing.get("headers"), dict):
+        headers = {name: _resolve_secret(value, env, f"tracing.headers.{name}", problems)
+                   for name, value in tracing["headers"].items()}
+        # An unresolved reference is reported once, as such, not again as "not a string".
+        data = {**data, "tracing": {**tracing, "headers": {k: v for k, v in headers.items() if v is not None}}}
     problems.extend(_provider_references(data))
     data = _merge_resilience(data)
     try:
@@ -117,9 +123,22 @@ def parse_config(data: Any, *, env: Mapping[str, str], source: str = "configurat
 
         if find_spec("redis") is None:
             problems.append(("limits.backend", "the redis backend needs redis-py: pip install 'switchboard[redis]'"))
+    if cfg.tracing.enabled and not (_installed("opentelemetry.sdk")
+                                    and _installed("opentelemetry.exporter.otlp.proto.http")):
+        problems.append(("tracing.enabled", "tracing needs OpenTelemetry: pip install 'switchboard[otel]'"))
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` (a dotted name) can be imported, without importing it."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _merge_resilience(data: dict[str, Any]) -> dict[str, Any]:

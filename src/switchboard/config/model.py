@@ -11,6 +11,7 @@ Usage::
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -33,6 +34,7 @@ __all__ = [
     "RetryConfig",
     "ServerConfig",
     "StateConfig",
+    "TracingConfig",
 ]
 
 ProviderType = Literal["openai", "anthropic", "gemini"]
@@ -234,6 +236,36 @@ class RecordsConfig(_Frozen):
     retention_days: float | None = Field(None, gt=0)
 
 
+class TracingConfig(_Frozen):
+    """OpenTelemetry traces of requests, sent to ``endpoint`` (OTLP over HTTP, protobuf) in the
+    background; off by default. Needs ``pip install 'switchboard[otel]'``. ``headers`` go with every
+    export (e.g. a collector's credential, written as a secret reference such as
+    ``env:OTEL_COLLECTOR_TOKEN``). A request that arrives with a W3C ``traceparent`` is traced when its
+    caller sampled it; any other is traced with probability ``sample_ratio``. With ``capture_prompts``
+    the request's span carries its prompt text, redacted. Up to ``queue_size`` finished requests wait
+    for export, ``batch_size`` of them per export, at most ``flush_interval`` seconds apart; an export
+    gives up after ``timeout`` seconds."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    service_name: str = Field("switchboard", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    capture_prompts: bool = False
+    queue_size: int = Field(2048, ge=1)
+    batch_size: int = Field(256, ge=1)
+    flush_interval: float = Field(1.0, gt=0)
+    timeout: float = Field(10.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        url = urlsplit(v)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("must be an http:// or https:// URL (e.g. http://127.0.0.1:4318/v1/traces)")
+        return v
+
+
 class StateConfig(_Frozen):
     """Where learned routing state (the feedback bandit) is kept between restarts, and how often it is
     saved while running."""
@@ -262,6 +294,7 @@ class Config(_Frozen):
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     records: RecordsConfig = Field(default_factory=RecordsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routers: dict[str, RouterConfig] = Field(default_factory=dict)

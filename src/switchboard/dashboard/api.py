@@ -30,7 +30,7 @@ from switchboard.config.model import Config
 from switchboard.errors import AuthenticationFailed, InvalidRequest, NotFound
 from switchboard.execution.breaker import BreakerBoard
 from switchboard.storage.records import RecordQuery
-from switchboard.telemetry.analytics import GROUPINGS, Group, analyze
+from switchboard.telemetry.analytics import GROUPINGS, Group, analyze, csv_of
 from switchboard.telemetry.record import RequestRecord
 
 __all__ = ["SECURITY_HEADERS", "Dashboard", "Response", "parse_bucket", "parse_since"]
@@ -78,8 +78,9 @@ class Response:
     headers: Headers
 
 
-def parse_since(text: str | None, *, now: float, default: str = "1h") -> float:
-    """The start of a window: a duration back from ``now`` (``15m``, ``24h``, ``7d``, ``1h30m``) or unix seconds."""
+def parse_since(text: str | None, *, now: float, default: str = "1h", param: str = "since") -> float:
+    """The start (or end) of a window: a duration back from ``now`` (``15m``, ``24h``, ``7d``, ``1h30m``) or
+    unix seconds."""
     value = (text or default).strip()
     if _DURATION.fullmatch(value):
         return now - sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
@@ -88,8 +89,8 @@ def parse_since(text: str | None, *, now: float, default: str = "1h") -> float:
     except ValueError:
         ts = math.nan
     if not math.isfinite(ts) or ts < 0:
-        raise InvalidRequest(f"since must be a duration like 15m, 1h or 7d, or unix seconds; got {value!r}.",
-                             param="since")
+        raise InvalidRequest(f"{param} must be a duration like 15m, 1h or 7d, or unix seconds; got {value!r}.",
+                             param=param)
     return ts
 
 
@@ -142,7 +143,15 @@ class Dashboard:
         if path.startswith("/dashboard/api/"):
             self._authorize(headers, self._key)
             params = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
+            fmt = params.get("format") or "json"
+            if fmt not in ("json", "csv") or (fmt == "csv" and path != "/dashboard/api/summary"):
+                raise InvalidRequest("format must be json, or csv for the summary; got " + repr(fmt) + ".",
+                                     param="format")
             payload = await self._api(path.removeprefix("/dashboard/api/"), params)
+            if fmt == "csv":
+                return Response(200, csv_of([*payload["groups"], payload["total"]]).encode(), [
+                    (b"content-type", b"text/csv; charset=utf-8"), (b"cache-control", b"no-store"),
+                    (b"content-disposition", b'attachment; filename="switchboard-report.csv"'), *SECURITY_HEADERS])
             return Response(200, orjson.dumps(payload), [(b"content-type", b"application/json"),
                                                          (b"cache-control", b"no-store"), *SECURITY_HEADERS])
         name = path.removeprefix("/dashboard").lstrip("/") or "index.html"
@@ -172,10 +181,13 @@ class Dashboard:
             raise NotFound("Request records are disabled (records.enabled: false), so there is nothing to show.")
         if name == "summary":
             since = parse_since(params.get("since"), now=now)
+            until = parse_since(params["until"], now=now, param="until") if params.get("until") else now
+            if until <= since:
+                raise InvalidRequest("until must be later than since.", param="until")
             by = params.get("by") or "public_model"
             if by not in GROUPINGS:
                 raise InvalidRequest(f"by must be one of {', '.join(GROUPINGS)}; got {by!r}.", param="by")
-            return await asyncio.to_thread(self._summary, query, since, now, by, self._reference(params))
+            return await asyncio.to_thread(self._summary, query, since, until, by, self._reference(params))
         if name == "timeseries":
             since = parse_since(params.get("since"), now=now)
             bucket = parse_bucket(params.get("bucket"), max(now - since, 1.0))
@@ -222,11 +234,11 @@ class Dashboard:
 
     # -- views (run in a worker thread) ----------------------------------------------------------
 
-    def _summary(self, query: Query, since: float, now: float, by: str, reference: str | None) -> dict[str, Any]:
-        records = query(RecordQuery(since=since, limit=MAX_SCAN))
+    def _summary(self, query: Query, since: float, until: float, by: str, reference: str | None) -> dict[str, Any]:
+        records = query(RecordQuery(since=since, until=until, limit=MAX_SCAN))
         ref = self._config.models[reference] if reference is not None else None
         report = analyze(records, by=by, reference=ref, reference_name=reference)
-        return {"since": since, "until": now, "by": by, "reference": reference,
+        return {"since": since, "until": until, "by": by, "reference": reference,
                 "reference_choices": self._reference_choices(), "truncated": len(records) >= MAX_SCAN,
                 "groups": [g.as_dict() for g in report.groups], "total": report.total.as_dict()}
 

@@ -55,6 +55,7 @@ from switchboard.schemas.canonical import (
     Usage,
 )
 from switchboard.telemetry.record import Attempt, cost_usd
+from switchboard.telemetry.tracing import format_traceparent, new_span_id
 
 if TYPE_CHECKING:
     from switchboard.gateway import RequestContext
@@ -351,10 +352,17 @@ class _Run:
                            idle_timeout=res.idle_timeout)
         attempt = Attempt(dep.id, dep.provider, "pending", 0.0, model=item.model, retry=item.retry, hedge=hedged,
                           input_price=dep.price.input)
+        trace = ctx.trace
+        if trace is not None:  # the upstream call is a span of its own, the parent of the provider's spans
+            attempt.span_id = new_span_id()
+            opts.forward_headers["traceparent"] = format_traceparent(trace.trace_id, attempt.span_id, trace.sampled)
+            if trace.tracestate is not None:
+                opts.forward_headers["tracestate"] = trace.tracestate
         ctx.record.attempts.append(attempt)
         stats = ex.stats.for_deployment(dep.id)
         stats.begin()
         t0 = time.perf_counter()
+        attempt.started_ms = (t0 - ctx.started) * 1000
         try:
             value = await call(ex._providers[dep.provider], dep, opts, min(res.ttft_timeout, remaining))
         except asyncio.CancelledError:

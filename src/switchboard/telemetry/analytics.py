@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -23,7 +23,9 @@ from switchboard.config.model import ModelConfig
 from switchboard.schemas.canonical import Usage
 from switchboard.telemetry.record import RequestRecord, cost_usd
 
-__all__ = ["GROUPINGS", "Group", "Report", "analyze", "group_keys", "percentile", "render_csv", "render_table"]
+__all__ = [
+    "GROUPINGS", "Group", "Report", "analyze", "csv_of", "group_keys", "percentile", "render_csv", "render_table",
+]
 
 Grouping = Literal["public_model", "deployment", "provider", "router", "caller", "tag", "endpoint", "status",
                    "none"]
@@ -183,8 +185,12 @@ def render_table(report: Report) -> str:
 
 def render_csv(report: Report) -> str:
     """One CSV row per group, then the total."""
+    return csv_of([g.as_dict() for g in [*report.groups, report.total]])
+
+
+def csv_of(rows: Sequence[Mapping[str, object]]) -> str:
+    """Rows of :meth:`Group.as_dict` as CSV, with a header line."""
     out = io.StringIO()
-    rows = [g.as_dict() for g in [*report.groups, report.total]]
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

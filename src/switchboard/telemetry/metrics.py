@@ -39,6 +39,7 @@ import orjson
 from switchboard.storage.records import SinkStats
 from switchboard.telemetry.prometheus import CONTENT_TYPE, Family, Kind, Snapshot, merge, render
 from switchboard.telemetry.record import RequestRecord
+from switchboard.telemetry.tracing import Tracer
 
 __all__ = ["CONTENT_TYPE", "Metrics", "loop_lag_probe"]
 
@@ -80,6 +81,7 @@ class Metrics:
         self._worker_id = worker_id
         self._clock = clock
         self._records: Callable[[], SinkStats] | None = None
+        self._tracer: Tracer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._write_failing = False
 
@@ -142,6 +144,13 @@ class Metrics:
             "Request records dropped (queue full, or given up after a failed write).")
         self.record_write_errors = family(
             "switchboard_record_write_errors_total", "counter", "Failed writes of request record batches.")
+        self.trace_spans = family(
+            "switchboard_trace_spans_total", "counter",
+            "Spans sent to the OpenTelemetry collector, by whether it took them (exported) or not (failed).",
+            ("outcome",))
+        self.traces_dropped = family(
+            "switchboard_traces_dropped_total", "counter",
+            "Sampled requests whose spans were not sent (the tracing queue was full).")
         self.loop_lag = family(
             "switchboard_event_loop_lag_seconds", "histogram",
             "How late the event loop ran a periodic probe: time it could not spend on requests.",
@@ -156,7 +165,8 @@ class Metrics:
             self.operation_duration, self.token_usage, self.requests, self.request_duration, self.ttft,
             self.errors, self.attempts, self.fallbacks, self.tokens, self.cost, self.in_flight,
             self.breaker_state, self.breaker_transitions, self.records_queued, self.records_written,
-            self.records_dropped, self.record_write_errors, self.loop_lag, self.workers, self.overflow,
+            self.records_dropped, self.record_write_errors, self.trace_spans, self.traces_dropped, self.loop_lag,
+            self.workers, self.overflow,
         )
 
     @property
@@ -237,6 +247,10 @@ class Metrics:
         """Read the record sink's counters (``lambda: sink.stats``) whenever a snapshot is taken."""
         self._records = read
 
+    def watch_tracer(self, tracer: Tracer) -> None:
+        """Read the tracer's counters whenever a snapshot is taken."""
+        self._tracer = tracer
+
     def observe_loop_lag(self, seconds: float) -> None:
         self.loop_lag.observe((), seconds)
 
@@ -250,6 +264,10 @@ class Metrics:
             self.records_written.set((), stats.written)
             self.records_dropped.set((), stats.dropped)
             self.record_write_errors.set((), stats.write_errors)
+        if self._tracer is not None:
+            self.trace_spans.set(("exported",), self._tracer.exported)
+            self.trace_spans.set(("failed",), self._tracer.failed)
+            self.traces_dropped.set((), self._tracer.dropped)
         self.workers.set((), 1.0)
         for family in self.families:
             if family.overflowed:

@@ -27,6 +27,8 @@ class Attempt:
     ``error`` in a sentence. ``model`` is the public model whose deployment this was (it differs from
     the request's on a fallback), ``retry`` counts earlier tries of the same deployment, ``hedge`` marks
     an attempt started in parallel. ``cost_usd`` is what the attempt cost, when it is known.
+    ``started_ms`` is when the attempt began, in milliseconds after the request began; ``span_id`` is
+    the attempt's trace span (16 hex digits) when tracing is on.
     """
 
     deployment: str
@@ -41,6 +43,8 @@ class Attempt:
     hedge: bool = False
     cost_usd: float | None = None
     input_price: float | None = None
+    started_ms: float = 0.0
+    span_id: str | None = None
 
 
 @dataclass(slots=True)
