@@ -36,7 +36,7 @@ from switchboard.providers.base import Provider, create_provider
 from switchboard.providers.http import HttpClient
 from switchboard.routing.bandit import BanditStateError, Feedback, Signal
 from switchboard.routing.eligibility import UNAVAILABLE, BalanceView
-from switchboard.routing.features import features_of, prompt_text, replay_input
+from switchboard.routing.features import PROMPT_CHARS, features_of, prompt_text, replay_input
 from switchboard.routing.plan import RequestFeatures, RouteDecision, RoutePlan
 from switchboard.routing.router import Router
 from switchboard.routing.stages import FeedbackBandit, build_router, warm
@@ -50,6 +50,7 @@ from switchboard.schemas.canonical import (
     StreamFinish,
     StreamUsage,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolCallStart,
     Usage,
@@ -134,6 +135,8 @@ class Gateway:
         #: Exports finished requests as OpenTelemetry spans (``tracing.enabled``), from its own thread.
         self.tracer = Tracer.build(config.tracing, providers=config.providers)
         self._trace_prompts = config.tracing.capture_prompts
+        self._keep_prompts = config.records.capture_prompts
+        self._keep_completions = config.records.capture_completions
         self._own_http = http is None
         self._http = http or HttpClient(
             max_connections_per_host=max((pc.max_connections for pc in config.providers.values()), default=256))
@@ -434,6 +437,8 @@ class Gateway:
                 request = await self._screen(request, ctx)
             if self.tracer is not None:
                 self._begin_trace(ctx, request)
+            if self._keep_prompts:
+                rec.prompt = prompt_text(request.messages)
             public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
             route = self._route(public, model, features, ctx, decision)
@@ -441,6 +446,9 @@ class Gateway:
                 await self._admit(ctx, request, features.prompt_tokens, route)
             done = await self._executor.chat(route, request, ctx)
             rec.unsatisfactory = done.unsatisfactory
+            if self._keep_completions and done.value.choices:
+                rec.completion = _tail("".join(p.text for p in done.value.choices[0].message.content
+                                               if isinstance(p, TextPart)))
             self._settle(rec, done.deployment, done.value.usage, done.attempt)
             rec.ttft_ms = rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
             if ctx.vault is not None:
@@ -470,6 +478,8 @@ class Gateway:
                 request = await self._screen(request, ctx)
             if self.tracer is not None:
                 self._begin_trace(ctx, request)
+            if self._keep_prompts:
+                rec.prompt = prompt_text(request.messages)
             public, model, features, decision = await self._resolve(request, ctx)
             rec.public_model = public
             route = self._route(public, model, features, ctx, decision)
@@ -581,6 +591,11 @@ class Gateway:
             self.tracer.finish(rec, ctx.trace, ctx.trace_prompt)
 
 
+def _tail(text: str) -> str:
+    """What a record keeps of a text: its last PROMPT_CHARS characters."""
+    return text[-PROMPT_CHARS:]
+
+
 def _embedding_tokens(request: EmbeddingRequest) -> int:
     """An estimate of an embeddings request's input tokens (characters / 4, or the token ids given)."""
     return sum(len(x) // 4 + 1 if isinstance(x, str) else len(x) for x in request.inputs)
@@ -661,6 +676,7 @@ class ChatStream:
         self.usage: Usage | None = None
         # One restorer per choice's text (index -1) and per tool call's arguments.
         self._restorers: dict[tuple[int, int], StreamRestorer] | None = {} if ctx.vault is not None else None
+        self._text: list[str] | None = [] if gateway._keep_completions else None  # the first choice's, to record
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         if self._events is None:
@@ -715,6 +731,8 @@ class ChatStream:
                 _apply_usage(rec, self.usage, self.deployment, self._attempt)
                 self._gateway.stats.for_deployment(self.deployment.id).observe_tokens(
                     self.usage.input_tokens + self.usage.output_tokens)
+            if self._text is not None:
+                rec.completion = _tail("".join(self._text))
             # The record is complete before the upstream connection closes.
             self._gateway._submit(self.ctx)
             aclose = getattr(self._rest, "aclose", None)
@@ -761,6 +779,9 @@ class ChatStream:
         return out
 
     def _note(self, batch: list[StreamEvent]) -> None:
+        text = self._text
         for ev in batch:
             if type(ev) is StreamUsage:
                 self.usage = ev.usage
+            elif text is not None and type(ev) is TextDelta and ev.choice == 0:
+                text.append(ev.text)

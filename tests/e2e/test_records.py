@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anthropic
 import openai
 import pytest
 
-from switchboard.sim.fleet import Fleet
+from switchboard.app import create_app
+from switchboard.config.load import parse_config
+from switchboard.sim.fleet import Fleet, gateway_config_for_fleet
 from switchboard.storage.records import RecordQuery
 from switchboard.storage.sqlite import SQLiteRecordWriter
 from switchboard.telemetry.record import RequestRecord
@@ -113,3 +117,36 @@ def test_rejected_input_is_recorded_too(gateway: GatewayThread) -> None:
     assert status == 400
     rec = record_of(gateway, "bad-input-1")
     assert (rec.status, rec.endpoint, rec.dialect, rec.error_type) == (400, "messages", "anthropic", "InvalidRequest")
+
+
+def test_prompt_and_completion_text_are_kept_only_when_asked_and_redacted(
+        gateway: GatewayThread, oai: openai.OpenAI, sim: SimThread, fleet: Fleet, tmp_path: Path) -> None:
+    # The session's gateway keeps no text.
+    raw = oai.chat.completions.with_raw_response.create(
+        model=model_for(fleet, "openai"), messages=[{"role": "user", "content": "mail ada@example.com"}])
+    plain = record_of(gateway, raw.headers["x-request-id"])
+    assert (plain.prompt, plain.completion) == (None, None)
+
+    cfg = gateway_config_for_fleet(fleet, sim.base_url)
+    cfg["records"] = {"path": str(tmp_path / "records.db"), "flush_interval": 0.05, "capture_prompts": True,
+                      "capture_completions": True}
+    keeping = GatewayThread(create_app(parse_config(cfg, env={})))
+    try:
+        with openai.OpenAI(base_url=f"{keeping.url}/v1", api_key="x", max_retries=0) as client:
+            whole = client.chat.completions.with_raw_response.create(
+                model=model_for(fleet, "openai"),
+                messages=[{"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": "Write to ada@example.com, card 4111 1111 1111 1111"}])
+            streamed = client.chat.completions.with_raw_response.create(
+                model=model_for(fleet, "anthropic"), stream=True,
+                messages=[{"role": "user", "content": "Call +44 20 7946 0958"}])
+            pieces = [c.choices[0].delta.content or "" for c in streamed.parse() if c.choices]
+        first, second = (record_of(keeping, r.headers["x-request-id"]) for r in (whole, streamed))
+    finally:
+        keeping.close()
+    answer = whole.parse().choices[0].message.content
+    assert first.prompt is not None and "Be brief." in first.prompt and "Write to" in first.prompt
+    assert "ada@example.com" not in first.prompt and "4111" not in first.prompt
+    assert first.completion == answer and answer
+    assert second.prompt is not None and "7946" not in second.prompt and second.prompt.startswith("Call")
+    assert second.completion == "".join(pieces) and second.completion

@@ -873,7 +873,7 @@ def test_the_gateway_records_to_postgres(dsn: str, schema: str, capsys: pytest.C
     raw = gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url)
     raw["routers"] = demo_router(DEFAULT_FLEET)
     raw["records"] = {"backend": "postgres", "dsn": "env:TEST_RECORDS_DSN", "schema": schema,
-                      "flush_interval": 0.05, "capture_prompts": True}
+                      "flush_interval": 0.05, "capture_prompts": True, "capture_completions": True}
     gateway = GatewayThread(create_app(parse_config(raw, env={"TEST_RECORDS_DSN": dsn})))
     try:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
@@ -890,6 +890,8 @@ def test_the_gateway_records_to_postgres(dsn: str, schema: str, capsys: pytest.C
         (rec,) = reader.query(RecordQuery(request_id=rid))
     assert rec.router == "auto" and rec.public_model == "sim-claude" and rec.status == 200
     assert rec.route is not None and rec.route["input"]["prompt"].endswith("mail me at [REDACTED:email]")
+    assert rec.prompt is not None and rec.prompt.endswith("mail me at [REDACTED:email]")
+    assert rec.completion and rec.completion == raw_resp.parse().choices[0].message.content
     # The command-line tools read the same store.
     from switchboard.cli.main import main
 

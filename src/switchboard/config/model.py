@@ -212,8 +212,10 @@ class ServerConfig(_Frozen):
 
 class RecordsConfig(_Frozen):
     """Where request records go. The request path never waits on this. With ``capture_prompts`` the
-    record of a routed request keeps its prompt text (the last 16,000 characters), so that
-    ``switchboard router replay`` can run it through another policy; off by default. ``backend: postgres``
+    record of a chat request keeps its prompt text (the last 16,000 characters; a routed request's routing
+    input too, so that ``switchboard router replay`` can run it through another policy), with
+    ``capture_completions`` the answer's text; both off by default, and redacted of secrets and personal data
+    by the record writer. ``backend: postgres``
     writes to ``dsn`` (a secret reference such as ``env:SWITCHBOARD_RECORDS_DSN``), in ``schema``, so that
     several gateway processes share one store; ``path`` is the SQLite file otherwise. With
     ``retention_days`` records older than that are deleted at start-up and every hour after."""
@@ -233,6 +235,7 @@ class RecordsConfig(_Frozen):
     batch_size: int = Field(256, ge=1)
     flush_interval: float = Field(0.5, gt=0)
     capture_prompts: bool = False
+    capture_completions: bool = False
     retention_days: float | None = Field(None, gt=0)
 
 

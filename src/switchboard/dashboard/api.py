@@ -181,9 +181,11 @@ class Dashboard:
             raise NotFound("Request records are disabled (records.enabled: false), so there is nothing to show.")
         if name == "summary":
             since = parse_since(params.get("since"), now=now)
-            until = parse_since(params["until"], now=now, param="until") if params.get("until") else now
-            if until <= since:
-                raise InvalidRequest("until must be later than since.", param="until")
+            until = now
+            if params.get("until"):
+                until = parse_since(params["until"], now=now, param="until")
+                if until <= since:
+                    raise InvalidRequest("until must be later than since.", param="until")
             by = params.get("by") or "public_model"
             if by not in GROUPINGS:
                 raise InvalidRequest(f"by must be one of {', '.join(GROUPINGS)}; got {by!r}.", param="by")

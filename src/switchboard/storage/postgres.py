@@ -49,7 +49,7 @@ from switchboard.storage.records import (
 )
 from switchboard.storage.sqlite import COLUMNS, Migration
 from switchboard.telemetry.record import Attempt, RequestRecord
-from switchboard.telemetry.redaction import redact_metadata, redact_route
+from switchboard.telemetry.redaction import redact, redact_metadata, redact_route
 
 try:
     import psycopg
@@ -139,6 +139,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                 at     DOUBLE PRECISION NOT NULL
             )
             """,
+        ),
+    ),
+    Migration(
+        "0005_text",
+        (
+            "ALTER TABLE {schema}.requests ADD COLUMN prompt TEXT",
+            "ALTER TABLE {schema}.requests ADD COLUMN completion TEXT",
         ),
     ),
 )
@@ -249,6 +256,8 @@ def _to_row(record: RequestRecord) -> Row:
             value = redact_route(value)  # captured prompt text is redacted before it is stored
         elif name == "metadata":
             value = redact_metadata(value)
+        elif name in ("prompt", "completion") and value is not None:
+            value = redact(value)  # captured text, as the prompt of a route
         if name in _JSON_COLUMNS:
             value = None if value is None else _json(value)
         elif isinstance(value, str):

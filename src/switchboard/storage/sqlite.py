@@ -44,7 +44,7 @@ from switchboard.storage.records import (
     where_clauses,
 )
 from switchboard.telemetry.record import Attempt, RequestRecord
-from switchboard.telemetry.redaction import redact_metadata, redact_route
+from switchboard.telemetry.redaction import redact, redact_metadata, redact_route
 
 __all__ = [
     "COLUMNS",
@@ -137,6 +137,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        "0005_text",
+        (
+            "ALTER TABLE requests ADD COLUMN prompt TEXT",  # with records.capture_prompts, redacted
+            "ALTER TABLE requests ADD COLUMN completion TEXT",  # with records.capture_completions, redacted
+        ),
+    ),
 )
 
 #: The ``requests`` columns, in :class:`RequestRecord` field order (a test pins the two together).
@@ -169,6 +176,8 @@ COLUMNS: tuple[str, ...] = (
     "route",
     "key_id",
     "team",
+    "prompt",
+    "completion",
 )
 
 _ATTEMPT_FIELDS = frozenset(f.name for f in fields(Attempt))
@@ -273,6 +282,8 @@ def _to_row(r: RequestRecord) -> Row:
         None if r.route is None else orjson.dumps(redact_route(r.route)).decode(),
         r.key_id,
         r.team,
+        None if r.prompt is None else redact(r.prompt),
+        None if r.completion is None else redact(r.completion),
     )
 
 

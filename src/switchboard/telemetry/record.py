@@ -57,7 +57,9 @@ class RequestRecord:
     ``router`` is the router the client asked for, if any, and ``route`` its decision (the stages,
     scores and ranking) — ``public_model`` is then the model it chose. ``key_id`` and ``team`` name the
     virtual key that made the request and its team, when the API requires keys; ``caller`` is the end user
-    (the request's ``user``, or the key's user).
+    (the request's ``user``, or the key's user). ``prompt`` and ``completion`` are the request's text and the
+    answer's (the last 16,000 characters of each), kept only when ``records.capture_prompts`` /
+    ``records.capture_completions`` are on, and redacted of secrets and personal data before they are stored.
     """
 
     request_id: str
@@ -88,6 +90,8 @@ class RequestRecord:
     route: dict[str, Any] | None = None
     key_id: str | None = None
     team: str | None = None
+    prompt: str | None = None
+    completion: str | None = None
 
 
 def cost_usd(usage: Usage, price: Price) -> float:

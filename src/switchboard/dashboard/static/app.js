@@ -477,11 +477,15 @@
           ...keys.map((k) => (scores[m][k] === undefined ? "—" : Number(scores[m][k]).toFixed(4)))]),
           keys.map((_, i) => i + 1)));
       }
-      const input = route.input || {};
-      if (input.prompt) {
-        parts.push(el("h3", null, "Prompt"));
-        parts.push(el("pre", "pre prompt", input.prompt));
-      }
+    }
+    const prompt = rec.prompt || (route && route.input && route.input.prompt);
+    if (prompt) {
+      parts.push(el("h3", null, "Prompt"));
+      parts.push(el("pre", "pre prompt", prompt));
+    }
+    if (rec.completion) {
+      parts.push(el("h3", null, "Completion"));
+      parts.push(el("pre", "pre completion", rec.completion));
     }
     const meta = Object.entries(rec.metadata || {});
     if (meta.length) {
