@@ -81,3 +81,24 @@ def test_starting_twice_migrates_once_and_uses_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 255, 256, 300, 777])
+def test_rows_go_in_a_few_multi_row_statements_and_a_reused_id_keeps_the_last(conn: sqlite3.Connection,
+                                                                             count: int) -> None:
+    from switchboard.storage.sqlite import _insert, _to_row
+
+    apply_migrations(conn)
+    records = [RequestRecord(request_id=f"r{i}", started_at=float(i), endpoint="chat", dialect="openai",
+                             input_tokens=i) for i in range(count)]
+    rows = [_to_row(r) for r in records]
+    if count:
+        rows.append(_to_row(dataclasses.replace(records[0], input_tokens=-1)))  # the same id again, later
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    _insert(conn, rows)
+    conn.set_trace_callback(None)
+    # Pieces of 256 rows, then the rest in powers of two.
+    assert len(statements) == len(rows) // 256 + bin(len(rows) % 256).count("1")
+    stored = dict(conn.execute("SELECT request_id, input_tokens FROM requests").fetchall())
+    assert stored == {r.request_id: (-1 if r.request_id == "r0" else r.input_tokens) for r in records}

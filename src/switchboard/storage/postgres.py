@@ -248,22 +248,20 @@ def _json(value: object) -> str:
     return data.decode()
 
 
-def _to_row(record: RequestRecord) -> Row:
-    row: list[object] = []
-    for name in COLUMNS:
-        value = getattr(record, name)
-        if name == "route" and value is not None:
-            value = redact_route(value)  # captured prompt text is redacted before it is stored
-        elif name == "metadata":
-            value = redact_metadata(value)
-        elif name in ("prompt", "completion") and value is not None:
-            value = redact(value)  # captured text, as the prompt of a route
-        if name in _JSON_COLUMNS:
-            value = None if value is None else _json(value)
-        elif isinstance(value, str):
-            value = _text(value)
-        row.append(value)
-    return tuple(row)
+def _to_row(r: RequestRecord) -> Row:
+    # Field by field, in COLUMNS order (a test pins the two together): JSON columns as JSON text, captured
+    # text and metadata values redacted.
+    row: Row = (
+        r.request_id, r.started_at, r.endpoint, r.dialect, r.caller, r.public_model, r.deployment, r.provider,
+        r.upstream_model, r.stream, r.status, r.error_type, r.error_message, _json(r.attempts), r.latency_ms,
+        r.ttft_ms, r.input_tokens, r.output_tokens, r.cached_tokens, r.reasoning_tokens, r.cost_usd, r.partial,
+        r.unsatisfactory, _json(redact_metadata(r.metadata)), r.router,
+        None if r.route is None else _json(redact_route(r.route)), r.key_id, r.team,
+        None if r.prompt is None else redact(r.prompt), None if r.completion is None else redact(r.completion),
+    )
+    if any(type(v) is str and "\x00" in v for v in row):
+        row = tuple(_text(v) if type(v) is str else v for v in row)
+    return row
 
 
 def _batch_json(rows: list[Row]) -> str | None:
@@ -273,8 +271,13 @@ def _batch_json(rows: list[Row]) -> str | None:
     latest: dict[object, Row] = {}
     for row in rows:
         latest[row[0]] = row
-    items = [{c: orjson.Fragment(v) if c in _JSON_COLUMNS and isinstance(v, str) else v
-              for c, v in zip(COLUMNS, row, strict=True)} for row in latest.values()]
+    items = []
+    for row in latest.values():
+        item = dict(zip(COLUMNS, row, strict=True))
+        for c in _JSON_COLUMNS:
+            if isinstance(text := item[c], str):
+                item[c] = orjson.Fragment(text)
+        items.append(item)
     try:
         return orjson.dumps(items).decode()
     except (TypeError, orjson.JSONEncodeError):

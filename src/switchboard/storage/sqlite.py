@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
 import time
@@ -181,8 +182,27 @@ COLUMNS: tuple[str, ...] = (
 )
 
 _ATTEMPT_FIELDS = frozenset(f.name for f in fields(Attempt))
-# A reused request id replaces the older row rather than failing the whole batch it travels in.
-_INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+#: Rows per INSERT statement at most (a power of two, and within SQLite's 32,766 parameters).
+_ROWS_PER_INSERT = 256
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_rows(n: int) -> str:
+    """One INSERT of ``n`` rows."""
+    one = f"({', '.join('?' * len(COLUMNS))})"
+    return f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES {', '.join([one] * n)}"
+
+
+def _insert(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """Insert ``rows`` (a reused request id replaces the older row rather than failing the whole batch it
+    travels in) with a few multi-row statements (pieces of 256, 128, … rows: a handful of distinct
+    statements, each prepared once). A statement runs as one step, which releases the GIL once: row by row
+    (``executemany``) the writer thread would take the GIL back from the request path once per row."""
+    start = 0
+    while start < len(rows):
+        n = min(_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+        conn.execute(_insert_rows(n), [v for row in rows[start:start + n] for v in row])
+        start += n
 _SELECT = f"SELECT rowid, {', '.join(COLUMNS)} FROM requests"
 _DELETE_CHUNK = 5_000  # rows per retention transaction, so the writer never waits long on it
 
@@ -668,7 +688,7 @@ class SQLiteRecordWriter:
                 ledger.learn(conn.execute("SELECT id, field, digest, at FROM erasures WHERE id > ?",
                                           (ledger.last_id,)).fetchall())
                 kept = ledger.keep(rows)
-                conn.executemany(_INSERT, kept)
+                _insert(conn, kept)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
