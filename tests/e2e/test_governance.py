@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import queue
 import socket
 import sqlite3
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from switchboard.storage.sqlite import SQLiteRecordWriter
 from switchboard.telemetry.logs import RedactingFilter
 from tests.e2e.servers import GatewayThread, SimThread
 from tests.e2e.test_records import record_of
+from tests.telemetry.test_tracing import WAIT, Collector, _handler
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +46,25 @@ CANARY_MAIL = "canary.person@example.org"
 
 
 @pytest.fixture(scope="module")
-def gw(sim: SimThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+def collector() -> Iterator[Collector]:
+    """An OTLP/HTTP collector: the gateway below exports its traces, prompts included, there."""
+    c = Collector()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(c))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+    c.url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    yield c
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def gw(sim: SimThread, collector: Collector, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
     tmp = tmp_path_factory.mktemp("governance")
     raw = gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url)
-    raw["records"] = {"path": str(tmp / "records.db"), "flush_interval": 0.05, "capture_prompts": True}
+    raw["records"] = {"path": str(tmp / "records.db"), "flush_interval": 0.05, "capture_prompts": True,
+                      "capture_completions": True}
+    raw["tracing"] = {"enabled": True, "endpoint": collector.url, "batch_size": 1, "capture_prompts": True}
     raw["resilience"] = {"retries": {"attempts": 1}}
     raw["admin"] = {"key": "env:ADMIN"}
     raw["auth"] = {"virtual_keys": True, "secret": "env:SECRET", "path": str(tmp / "keys.db")}
@@ -377,7 +396,7 @@ def test_oversized_and_hostile_inputs_are_refused_before_any_upstream_call(gw: G
     assert rec.team is None and rec.key_id is not None and rec.key_id != "someone-else"
 
 
-def test_planted_secrets_and_pii_reach_no_sink(gw: GatewayThread, tmp_path: Path) -> None:
+def test_planted_secrets_and_pii_reach_no_sink(gw: GatewayThread, collector: Collector, tmp_path: Path) -> None:
     key, _ = new_key(gw, user="canary-user")
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -397,6 +416,7 @@ def test_planted_secrets_and_pii_reach_no_sink(gw: GatewayThread, tmp_path: Path
                 model=SMALL, messages=[{"role": "user", "content": prompt}],
                 extra_headers={"x-sim-status": "401", "x-sim-error-message": f"Incorrect API key {CANARY_KEY}"})
         error_body = err.value.response.text
+        failed_id = err.value.response.headers["x-request-id"]
         logging.getLogger("switchboard.test").warning("caller sent %s", prompt)
     finally:
         root.removeHandler(handler)
@@ -405,7 +425,20 @@ def test_planted_secrets_and_pii_reach_no_sink(gw: GatewayThread, tmp_path: Path
     writer = gw.app.records
     assert isinstance(writer, SQLiteRecordWriter)
     assert writer.flush(10)
-    sinks = {"log": stream.getvalue(), "error body": error_body}
+    # The trace sink: every span exported until both requests' server spans have arrived (a request's spans
+    # travel in one export), prompts captured.
+    wanted, spans = {ok.headers["x-request-id"], failed_id}, []
+    while wanted:
+        try:
+            got = collector.spans.get(timeout=WAIT)
+        except queue.Empty:
+            pytest.fail(f"no spans for {wanted}")
+        spans.append(str(got.span))
+        wanted.discard(got.attrs.get("switchboard.request_id"))
+    while not collector.spans.empty():
+        spans.append(str(collector.spans.get_nowait().span))
+    assert any("gen_ai.input.messages" in s for s in spans) and any("Incorrect API key" in s for s in spans)
+    sinks = {"log": stream.getvalue(), "error body": error_body, "traces": "\n".join(spans)}
     db = Path(gw.app.config.records.path)
     with sqlite3.connect(db) as conn:
         sinks["records"] = "\n".join(str(row) for row in conn.execute("SELECT * FROM requests"))
