@@ -370,6 +370,9 @@ class SwitchboardApp:
         self.metrics.observe_record(rec)
         if self.records is not None:
             self.records.submit(rec)
+        tracer = self.gateway.tracer
+        if tracer is not None:
+            tracer.finish(rec, tracer.begin(ex.headers))
 
     def _context(self, ex: _Exchange, endpoint: str, req: ChatRequest) -> RequestContext:
         timeout = _client_timeout(ex)

@@ -433,10 +433,12 @@ class Gateway:
         ctx = ctx or RequestContext.create(endpoint="chat")
         rec = ctx.record
         try:
+            if self.tracer is not None:
+                self._begin_trace(ctx)
             if self.governor.active:
                 request = await self._screen(request, ctx)
-            if self.tracer is not None:
-                self._begin_trace(ctx, request)
+            if self._trace_prompts and ctx.trace is not None and ctx.trace.sampled:
+                ctx.trace_prompt = prompt_text(request.messages)
             if self._keep_prompts:
                 rec.prompt = prompt_text(request.messages)
             public, model, features, decision = await self._resolve(request, ctx)
@@ -474,10 +476,12 @@ class Gateway:
         rec = ctx.record
         rec.stream = True
         try:
+            if self.tracer is not None:
+                self._begin_trace(ctx)
             if self.governor.active:
                 request = await self._screen(request, ctx)
-            if self.tracer is not None:
-                self._begin_trace(ctx, request)
+            if self._trace_prompts and ctx.trace is not None and ctx.trace.sampled:
+                ctx.trace_prompt = prompt_text(request.messages)
             if self._keep_prompts:
                 rec.prompt = prompt_text(request.messages)
             public, model, features, decision = await self._resolve(request, ctx)
@@ -505,7 +509,7 @@ class Gateway:
         rec = ctx.record
         try:
             if self.tracer is not None:
-                self._begin_trace(ctx, None)
+                self._begin_trace(ctx)
             if ctx.key is not None:
                 self.governor.check_model(ctx.key, request.model)
             public, model = self.lookup(request.model, "embedding")
@@ -553,13 +557,11 @@ class Gateway:
 
     # -- record keeping ----------------------------------------------------------------------
 
-    def _begin_trace(self, ctx: RequestContext, request: ChatRequest | None) -> None:
-        """Join the client's trace or start one; keep the (screened) prompt when traces capture prompts."""
+    def _begin_trace(self, ctx: RequestContext) -> None:
+        """Join the client's trace or start one (the prompt is kept after the guardrails, when captured)."""
         assert self.tracer is not None
         if ctx.trace is None:
             ctx.trace = self.tracer.begin(ctx.client_headers)
-        if self._trace_prompts and request is not None and ctx.trace.sampled:
-            ctx.trace_prompt = prompt_text(request.messages)
 
     def _settle(self, rec: RequestRecord, dep: DeploymentConfig, usage: Usage | None, winner: Attempt) -> None:
         rec.deployment = dep.id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -199,3 +200,23 @@ def test_captured_prompts_are_redacted_and_unsampled_requests_are_not_sent(
     tracer.close()  # flushes what is queued: anything unsampled would arrive now
     assert collector.remaining() == []
     assert (tracer.exported, tracer.failed, tracer.dropped) == (3, 0, 0)
+
+
+def test_refused_requests_are_traced_too(traced_gateway: Callable[..., GatewayThread], collector: Collector) -> None:
+    gateway = traced_gateway()
+    parent = {"traceparent": f"00-{TRACE}-{PARENT}-01"}
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30) as client, \
+            pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}],
+                                       extra_headers=parent)
+    bad = urllib.request.Request(f"{gateway.url}/v1/chat/completions", data=b"{not json", method="POST",
+                                 headers={"content-type": "application/json", **parent})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(bad, timeout=10)
+    assert err.value.code == 400
+    err.value.close()
+    spans = sorted(collector.take(2), key=lambda r: r.attrs["http.response.status_code"])
+    assert [s.attrs["http.response.status_code"] for s in spans] == [400, 404]
+    for s in spans:
+        assert s.span.kind == Span.SPAN_KIND_SERVER and s.span.parent_span_id.hex() == PARENT
+        assert s.attrs["error.type"] and s.span.trace_id.hex() == TRACE
