@@ -141,7 +141,7 @@ class Governor:
 
     async def check_limiter(self) -> None:
         """At start-up: say at once when the limits store is away (requests then get 503 until it is back) or
-        cannot serve (raises :class:`LimiterUnavailable` for a Redis too old)."""
+        cannot serve (raises :class:`LimiterUnsupported` for a Redis too old)."""
         if self.limiter is None:
             return
         try:
