@@ -198,3 +198,15 @@ def test_a_worker_that_fails_at_start_up_stops_the_server_and_says_why(tmp_path:
                          env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "start-up failed" in out.stderr
+
+
+def test_the_banner_says_where_traces_go() -> None:
+    from switchboard.cli.serve import ResolvedConfig, banner
+    from switchboard.config.load import parse_config
+
+    raw = gateway_config_for_fleet(DEFAULT_FLEET, "http://127.0.0.1:9")
+    plain = banner(ResolvedConfig(parse_config(raw, env={}), "file:x.yaml"))
+    assert "Traces" not in plain
+    raw["tracing"] = {"enabled": True, "endpoint": "http://collector:4318/v1/traces", "sample_ratio": 0.25}
+    traced = banner(ResolvedConfig(parse_config(raw, env={}), "file:x.yaml"))
+    assert "Traces: OTLP to http://collector:4318/v1/traces (sampling 0.25 of requests" in traced

@@ -157,6 +157,9 @@ def banner(resolved: ResolvedConfig) -> str:
     where = rec.path if rec.backend == "sqlite" else f"PostgreSQL, schema {rec.schema_name}"
     lines.append(f"Request records: {where if rec.enabled else 'off'}"
                  + (" (see: switchboard logs)" if rec.enabled else ""))
+    if cfg.tracing.enabled:
+        lines.append(f"Traces: OTLP to {cfg.tracing.endpoint} (sampling {cfg.tracing.sample_ratio:g} of requests "
+                     "without a traceparent)")
     first_chat = next(iter(cfg.routers), None) or next((n for n, m in cfg.models.items() if m.kind == "chat"), None)
     if first_chat:
         body = f'{{"model": "{first_chat}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
