@@ -38,6 +38,7 @@ from typing import Any
 
 from gateway_overhead import CpuPlan, Options, Target, measure_cell, plan_cpus, start_sim, start_switchboard
 from loadgen_client import LoadGenError, LoadGenProcess
+from report import paired_change
 from servers import ServerProcess, StartupError, free_port, terminate_on_signals
 
 REDIS_ENV = "SWITCHBOARD_BENCH_REDIS"
@@ -91,8 +92,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="short cells: only shows that everything works")
     ap.add_argument("--rounds", type=int, default=3, help="measurements of each target (default 3)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="length of one measurement (default 8)")
     args = ap.parse_args(argv)
-    opts = Options(quick=args.quick, skip_litellm=True, delays_ms=DELAYS, concurrency=(CONCURRENCY,))
+    opts = Options(quick=args.quick, skip_litellm=True, delays_ms=DELAYS, concurrency=(CONCURRENCY,),
+                   duration_s=args.seconds)
     if args.quick:
         opts = replace(opts, requests=300, duration_s=0.5, warmup=50, warmup_max_s=1.0)
     rounds = 1 if args.quick else args.rounds
@@ -160,8 +163,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     print(f"Redis: {where}")
     print(f"Throughput, non-streaming, concurrency {CONCURRENCY}, one worker, records off; median of {rounds} "
           "round(s)\n")
-    print("| upstream | governance | req/s (median) | vs none | CPU ms/req | gateway CPU busy | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| upstream | governance | req/s (median) | vs none | vs none, round by round | CPU ms/req "
+          "| gateway CPU busy | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for delay in DELAYS:
         base = statistics.median(c["loadgen"]["rps"] for c in results[f"switchboard-none@{delay}"])
         for name, cells in results.items():
@@ -172,7 +176,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             cpu = statistics.median(c["server"]["cpu_ms_per_request"] for c in cells)
             busy = statistics.median(c["server"]["cpu_utilisation"] or 0.0 for c in cells)
             errors = sum(c["loadgen"]["errors"] for c in cells)
+            paired = paired_change(cells, results[f"switchboard-none@{delay}"])
             print(f"| {delay} ms | {target.removeprefix('switchboard-')} | {rps:.0f} | {(rps / base - 1) * 100:+.1f} % "
+                  f"| {paired} "
                   f"| {cpu:.3f} | {busy * 100:.0f} % | {errors} |")
     return 1 if any(c["loadgen"]["errors"] for cells in results.values() for c in cells) else 0
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from gateway_overhead import Options, Target, measure_cell, plan_cpus, start_sim, start_switchboard
 from loadgen_client import LoadGenError, LoadGenProcess
+from report import paired_change
 from servers import StartupError, terminate_on_signals
 
 DSN_ENV = "SWITCHBOARD_BENCH_POSTGRES_DSN"
@@ -49,8 +50,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="short cells: only shows that everything works")
     ap.add_argument("--rounds", type=int, default=3, help="measurements of each target (default 3)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="length of one measurement (default 8)")
     args = ap.parse_args(argv)
-    opts = Options(quick=args.quick, skip_litellm=True, delays_ms=(0,), concurrency=(CONCURRENCY,))
+    opts = Options(quick=args.quick, skip_litellm=True, delays_ms=(0,), concurrency=(CONCURRENCY,),
+                   duration_s=args.seconds)
     if args.quick:
         opts = replace(opts, requests=300, duration_s=0.5, warmup=50, warmup_max_s=1.0)
     rounds = 1 if args.quick else args.rounds
@@ -98,14 +101,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     off = statistics.median(c["loadgen"]["rps"] for c in results["switchboard-off"])
     print(f"Throughput, non-streaming, concurrency {CONCURRENCY}, 0 ms upstream, one worker; median of {rounds} "
           "round(s)\n")
-    print("| records | req/s (median) | vs off | CPU ms/req | errors |")
-    print("|---|---:|---:|---:|---:|")
+    print("| records | req/s (median) | vs off | vs off, round by round | CPU ms/req | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, cells in results.items():
         rps = statistics.median(c["loadgen"]["rps"] for c in cells)
         cpu = statistics.median(c["server"]["cpu_ms_per_request"] for c in cells)
         errors = sum(c["loadgen"]["errors"] for c in cells)
-        print(f"| {name.removeprefix('switchboard-')} | {rps:.0f} | {(rps / off - 1) * 100:+.1f} % | {cpu:.3f} "
-              f"| {errors} |")
+        paired = paired_change(cells, results["switchboard-off"])
+        print(f"| {name.removeprefix('switchboard-')} | {rps:.0f} | {(rps / off - 1) * 100:+.1f} % | {paired} "
+              f"| {cpu:.3f} | {errors} |")
     return 1 if any(c["loadgen"]["errors"] for cells in results.values() for c in cells) else 0
 
 

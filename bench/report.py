@@ -18,13 +18,23 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Check", "add_deltas", "checks_json", "markdown", "target_checks"]
+__all__ = ["Check", "add_deltas", "checks_json", "markdown", "paired_change", "target_checks"]
 
 Cell = dict[str, Any]
 
 TARGET_LABELS = {"direct": "direct (sim)", "relay": "byte relay (floor)", "passthrough": "uvicorn pass-through",
                  "switchboard": "Switchboard",
                  "litellm": "LiteLLM"}
+
+
+def paired_change(cells: list[Cell], base: list[Cell]) -> str:
+    """The change in throughput of ``cells`` against ``base`` round by round (cell ``i`` of each was measured
+    in round ``i``, seconds apart): the median of the rounds' changes and their range. On a machine whose speed
+    drifts between rounds this is steadier than comparing the two medians."""
+    changes = sorted(c["loadgen"]["rps"] / b["loadgen"]["rps"] - 1 for c, b in zip(cells, base, strict=True))
+    mid = len(changes) // 2
+    median = changes[mid] if len(changes) % 2 else (changes[mid - 1] + changes[mid]) / 2
+    return f"{median * 100:+.1f} % ({changes[0] * 100:+.1f} … {changes[-1] * 100:+.1f})"
 
 
 @dataclass(frozen=True, slots=True)
