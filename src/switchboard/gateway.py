@@ -433,19 +433,7 @@ class Gateway:
         ctx = ctx or RequestContext.create(endpoint="chat")
         rec = ctx.record
         try:
-            if self.tracer is not None:
-                self._begin_trace(ctx)
-            if self.governor.active:
-                request = await self._screen(request, ctx)
-            if self._trace_prompts and ctx.trace is not None and ctx.trace.sampled:
-                ctx.trace_prompt = prompt_text(request.messages)
-            if self._keep_prompts:
-                rec.prompt = prompt_text(request.messages)
-            public, model, features, decision = await self._resolve(request, ctx)
-            rec.public_model = public
-            route = self._route(public, model, features, ctx, decision)
-            if ctx.key is not None:
-                await self._admit(ctx, request, features.prompt_tokens, route)
+            request, route = await self._prepare(request, ctx)
             done = await self._executor.chat(route, request, ctx)
             rec.unsatisfactory = done.unsatisfactory
             if self._keep_completions and done.value.choices:
@@ -465,6 +453,27 @@ class Gateway:
         finally:
             self._submit(ctx)
 
+    async def _prepare(self, request: ChatRequest, ctx: RequestContext) -> tuple[ChatRequest, Route]:
+        """What a chat request goes through before its upstream calls: its trace begins, the guardrails screen
+        it, its text is kept where asked, it is routed, and its key's limits reserve for it."""
+        if self.tracer is not None:
+            self._begin_trace(ctx)
+        if self.governor.active:
+            request = await self._screen(request, ctx)
+        trace_prompt = self._trace_prompts and ctx.trace is not None and ctx.trace.sampled
+        if trace_prompt or self._keep_prompts:
+            text = prompt_text(request.messages)
+            if trace_prompt:
+                ctx.trace_prompt = text
+            if self._keep_prompts:
+                ctx.record.prompt = text
+        public, model, features, decision = await self._resolve(request, ctx)
+        ctx.record.public_model = public
+        route = self._route(public, model, features, ctx, decision)
+        if ctx.key is not None:
+            await self._admit(ctx, request, features.prompt_tokens, route)
+        return request, route
+
     async def stream(self, request: ChatRequest, ctx: RequestContext | None = None) -> ChatStream:
         """Start streaming a chat request.
 
@@ -476,19 +485,7 @@ class Gateway:
         rec = ctx.record
         rec.stream = True
         try:
-            if self.tracer is not None:
-                self._begin_trace(ctx)
-            if self.governor.active:
-                request = await self._screen(request, ctx)
-            if self._trace_prompts and ctx.trace is not None and ctx.trace.sampled:
-                ctx.trace_prompt = prompt_text(request.messages)
-            if self._keep_prompts:
-                rec.prompt = prompt_text(request.messages)
-            public, model, features, decision = await self._resolve(request, ctx)
-            rec.public_model = public
-            route = self._route(public, model, features, ctx, decision)
-            if ctx.key is not None:
-                await self._admit(ctx, request, features.prompt_tokens, route)
+            request, route = await self._prepare(request, ctx)
             started = await self._executor.stream(route, request, ctx)
             rec.unsatisfactory = started.unsatisfactory
         except SwitchboardError as exc:

@@ -13,11 +13,9 @@ import logging
 import queue
 import socket
 import sqlite3
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from switchboard.storage.sqlite import SQLiteRecordWriter
 from switchboard.telemetry.logs import RedactingFilter
 from tests.e2e.servers import GatewayThread, SimThread
 from tests.e2e.test_records import record_of
-from tests.telemetry.test_tracing import WAIT, Collector, _handler
+from tests.otlp import WAIT, Collector, serve_collector
 
 pytestmark = pytest.mark.e2e
 
@@ -48,14 +46,8 @@ CANARY_MAIL = "canary.person@example.org"
 @pytest.fixture(scope="module")
 def collector() -> Iterator[Collector]:
     """An OTLP/HTTP collector: the gateway below exports its traces, prompts included, there."""
-    c = Collector()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(c))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
-    c.url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    yield c
-    server.shutdown()
-    server.server_close()
+    with serve_collector() as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

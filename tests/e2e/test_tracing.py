@@ -22,7 +22,7 @@ from switchboard.config.load import parse_config
 from switchboard.sim.fleet import Fleet, gateway_config_for_fleet
 from tests.e2e.conftest import model_for
 from tests.e2e.servers import GatewayThread, SimThread
-from tests.telemetry.test_tracing import WAIT, Collector, Received, _handler
+from tests.otlp import WAIT, Collector, Received, serve_collector
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -79,14 +79,8 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture
 def collector() -> Iterator[Collector]:
-    c = Collector()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(c))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
-    c.url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    yield c
-    server.shutdown()
-    server.server_close()
+    with serve_collector() as c:
+        yield c
 
 
 @pytest.fixture
