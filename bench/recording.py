@@ -3,8 +3,10 @@
 Three Switchboard processes (one worker each, pinned to the same CPU, idle while another is measured)
 serve the same simulated upstream; the load generator measures each in turn, rounds in rotating order, at
 concurrency 64 with a 0 ms upstream (the gateway is then the bottleneck, so recording shows fully).
-PostgreSQL is the machine's (``SWITCHBOARD_BENCH_POSTGRES_DSN``, default
-``postgresql://postgres@127.0.0.1:5432/test``) in a schema of its own, dropped afterwards.
+PostgreSQL is a private server started for the run on the simulator's CPU, as a deployment's database runs on a
+machine of its own: its work is not the gateway's (needs the server binaries, as in Debian's ``postgresql``
+package). Without them, or with ``--shared-postgres``, it is the machine's (``SWITCHBOARD_BENCH_POSTGRES_DSN``,
+default ``postgresql://postgres@127.0.0.1:5432/test``), unpinned, in a schema of its own dropped afterwards.
 
 Usage::
 
@@ -16,34 +18,70 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway_overhead import Options, Target, measure_cell, plan_cpus, start_sim, start_switchboard
+from gateway_overhead import CpuPlan, Options, Target, measure_cell, plan_cpus, start_sim, start_switchboard
 from loadgen_client import LoadGenError, LoadGenProcess
 from report import paired_change
-from servers import StartupError, terminate_on_signals
+from servers import ServerProcess, StartupError, free_port, terminate_on_signals
 
 DSN_ENV = "SWITCHBOARD_BENCH_POSTGRES_DSN"
 CONCURRENCY = 64
 
 
-def _postgres(dsn: str) -> Any | None:
+def _postgres(dsn: str, quiet: bool = False) -> Any | None:
     try:
         import psycopg
 
         return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
     except Exception as exc:  # no driver or no server: measured without it, and said so
-        print(f"PostgreSQL not measured: {exc}", file=sys.stderr)
+        if not quiet:
+            print(f"PostgreSQL not measured: {exc}", file=sys.stderr)
         return None
+
+
+def _start_postgres(run_dir: Path, plan: CpuPlan) -> tuple[ServerProcess, str] | None:
+    """A private PostgreSQL cluster in the run directory, pinned to the simulator's CPU, or None without the
+    server binaries. As root, the cluster runs as the ``postgres`` user (PostgreSQL refuses root)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    if initdb is None:
+        return None
+    bindir = Path(initdb).parent
+    data = run_dir / "pgdata"
+    data.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(run_dir, "postgres")
+        shutil.chown(data, "postgres")
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    port = free_port()
+    proc = ServerProcess("postgres", [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                                      "-c", "listen_addresses=127.0.0.1", "-k", str(data)],
+                         run_dir, cpus=plan.sim)
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    deadline = time.monotonic() + 60
+    while (conn := _postgres(dsn, quiet=True)) is None:  # bounded poll until it accepts connections
+        if proc.proc.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise StartupError(f"postgres did not start:\n{proc.log_tail()}")
+        time.sleep(0.1)
+    conn.close()
+    return proc, dsn
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +89,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short cells: only shows that everything works")
     ap.add_argument("--rounds", type=int, default=3, help="measurements of each target (default 3)")
     ap.add_argument("--seconds", type=float, default=8.0, help="length of one measurement (default 8)")
+    ap.add_argument("--shared-postgres", action="store_true",
+                    help="use the machine's PostgreSQL (unpinned) instead of a private one")
     args = ap.parse_args(argv)
     opts = Options(quick=args.quick, skip_litellm=True, delays_ms=(0,), concurrency=(CONCURRENCY,),
                    duration_s=args.seconds)
@@ -59,12 +99,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     rounds = 1 if args.quick else args.rounds
     dsn = os.environ.get(DSN_ENV, "postgresql://postgres@127.0.0.1:5432/test")
     schema = f"sb_bench_{secrets.token_hex(4)}"
-    pg = _postgres(dsn)
     plan = plan_cpus()
     run_dir = Path(tempfile.mkdtemp(prefix="switchboard-recording-"))
     results: dict[str, list[dict[str, Any]]] = {}
+    pg = None
+    where = "the machine's PostgreSQL, unpinned"
     try:
         with contextlib.ExitStack() as stack:
+            private = None if args.shared_postgres else _start_postgres(run_dir, plan)
+            if private is not None:
+                stack.callback(private[0].stop)
+                dsn, where = private[1], "a private PostgreSQL on the simulator's CPU"
+            pg = _postgres(dsn)
             sim, _direct = start_sim(run_dir, plan, opts.delays_ms)
             stack.callback(sim.stop)
             variants: list[tuple[str, dict[str, Any], str]] = [
@@ -73,7 +119,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             ]
             if pg is not None:
                 variants.append(("postgres", {"backend": "postgres", "dsn": dsn, "schema": schema},
-                                 f"PostgreSQL (schema {schema})"))
+                                 f"PostgreSQL (schema {schema}, {where})"))
             targets: list[Target] = []
             for name, records, note in variants:
                 t = start_switchboard(run_dir, plan, sim_port=_direct.port, delays=opts.delays_ms,
@@ -86,21 +132,21 @@ def run(argv: Sequence[str] | None = None) -> int:
                     cell = measure_cell(lg, t, sim, opts, "non-stream", 0, CONCURRENCY)
                     results.setdefault(t.name, []).append(cell)
                     print(f"round {r + 1}: {t.name}: {cell['loadgen']['rps']:.0f} req/s", file=sys.stderr)
-    except StartupError as exc:
+    except (StartupError, subprocess.CalledProcessError) as exc:
         print(f"could not start a server: {exc}", file=sys.stderr)
         return 2
     except LoadGenError as exc:
         print(f"load generator failed: {exc}", file=sys.stderr)
         return 2
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
         if pg is not None:
             with contextlib.suppress(Exception):
                 pg.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             pg.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
     off = statistics.median(c["loadgen"]["rps"] for c in results["switchboard-off"])
     print(f"Throughput, non-streaming, concurrency {CONCURRENCY}, 0 ms upstream, one worker; median of {rounds} "
-          "round(s)\n")
+          f"round(s); {plan.note}; PostgreSQL: {where}\n")
     print("| records | req/s (median) | vs off | vs off, round by round | CPU ms/req | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, cells in results.items():

@@ -169,6 +169,8 @@ def test_the_table_has_one_column_per_record_field(
     assert tuple(f.name for f in dataclasses.fields(RequestRecord)) == COLUMNS
     assert {columns[c] for c in ("attempts", "metadata", "route")} == {"jsonb"}
     assert (columns["started_at"], columns["stream"], columns["position"]) == ("double precision", "boolean", "bigint")
+    # The batch insert casts each column to its type.
+    assert {c: pg_store._TYPES.get(c, "text") for c in COLUMNS} == {c: columns[c] for c in COLUMNS}
     indexes = {name for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
     assert {
         "requests_position",
@@ -178,6 +180,8 @@ def test_the_table_has_one_column_per_record_field(
         "requests_status",
         "requests_caller",
         "requests_router",
+        "requests_errors",
+        "requests_key_id",
     } <= indexes
 
 
@@ -192,6 +196,30 @@ def test_migrations_create_the_schema_and_are_recorded_and_idempotent(
         assert migration_names(conn, schema) == names
     finally:
         _drop_schema(admin, schema)
+
+
+@pytest.mark.parametrize(("query", "index"), [
+    (RecordQuery(status=429), "requests_status"),
+    (RecordQuery(only_errors=True), "requests_errors"),
+    (RecordQuery(caller="u1"), "requests_caller"),
+    (RecordQuery(router="auto"), "requests_router"),
+])
+def test_filters_on_usually_empty_columns_use_their_partial_indexes(
+    conn: psycopg.Connection[tuple[object, ...]], schema: str, query: RecordQuery, index: str
+) -> None:
+    from switchboard.storage.records import where_clauses
+
+    apply_migrations(conn, schema)
+    clauses, params = where_clauses(query, "%s")
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")  # an empty table would be scanned otherwise
+        plan = " ".join(str(r[0]) for r in conn.execute(
+            f'EXPLAIN SELECT * FROM "{schema}".requests WHERE {" AND ".join(clauses)} '
+            "ORDER BY started_at DESC LIMIT 50", params))
+        erase = " ".join(str(r[0]) for r in conn.execute(
+            f'EXPLAIN DELETE FROM "{schema}".requests WHERE key_id = %s AND started_at <= %s', ("k", 1.0)))
+    assert f" {index} " in plan, plan
+    assert " requests_key_id " in erase, erase
 
 
 def test_only_new_migrations_run(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
@@ -402,7 +430,8 @@ def test_a_table_dropped_under_the_writer_keeps_the_records_queued(
         assert ids(writer.query(ALL)) == [0]
 
 
-def test_nul_characters_are_replaced_rather_than_refused(make_writer: WriterFactory) -> None:
+@pytest.mark.parametrize("others", [0, 3], ids=["alone", "in-a-batch"])
+def test_nul_characters_are_replaced_rather_than_refused(make_writer: WriterFactory, others: int) -> None:
     record = full_record(
         0,
         error_message="bad\x00byte",
@@ -411,8 +440,11 @@ def test_nul_characters_are_replaced_rather_than_refused(make_writer: WriterFact
     )
     with make_writer() as writer:
         writer.submit(record)
+        for i in range(others):
+            writer.submit(full_record(i + 1, prompt="clean"))
         assert writer.flush()
-        (back,) = writer.query(ALL)
+        *rest, back = writer.query(ALL)
+    assert [r.prompt for r in rest] == ["clean"] * others
     assert back.error_message == "bad\ufffdbyte"
     assert back.metadata == {"k\ufffd": "v\ufffd"}
     assert back.attempts[0].error == "nul\ufffdhere"

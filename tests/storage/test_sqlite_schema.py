@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.config.model import RecordsConfig
+from switchboard.storage.records import RecordQuery
 from switchboard.storage.sqlite import COLUMNS, MIGRATIONS, Migration, SQLiteRecordWriter, apply_migrations
 from switchboard.telemetry.record import RequestRecord
 
@@ -98,7 +100,55 @@ def test_rows_go_in_a_few_multi_row_statements_and_a_reused_id_keeps_the_last(co
     conn.set_trace_callback(statements.append)
     _insert(conn, rows)
     conn.set_trace_callback(None)
-    # Pieces of 256 rows, then the rest in powers of two.
-    assert len(statements) == len(rows) // 256 + bin(len(rows) % 256).count("1")
+    # Pieces of 256 rows, then the rest in powers of two (the reused id's first row is not written at all).
+    assert len(statements) == count // 256 + bin(count % 256).count("1")
     stored = dict(conn.execute("SELECT request_id, input_tokens FROM requests").fetchall())
     assert stored == {r.request_id: (-1 if r.request_id == "r0" else r.input_tokens) for r in records}
+
+
+def test_rows_with_different_empty_columns_go_in_by_group_and_read_back_whole(conn: sqlite3.Connection) -> None:
+    from switchboard.storage.sqlite import SQLiteRecordReader, _insert, _to_row
+
+    apply_migrations(conn)
+    plain = [RequestRecord(request_id=f"p{i}", started_at=float(i), endpoint="chat", dialect="openai")
+             for i in range(5)]
+    full = [RequestRecord(request_id=f"f{i}", started_at=10.0 + i, endpoint="chat", dialect="openai",
+                          caller="u1", error_type="upstream", error_message="boom", status=502, ttft_ms=1.5,
+                          router="auto", route={"chosen": "m"}, key_id="k", team="t", prompt="hi",
+                          completion="yo", unsatisfactory="refusal", metadata={"a": "b"}) for i in range(3)]
+    mixed = [r for pair in zip(plain, full, strict=False) for r in pair] + plain[3:]
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    _insert(conn, [_to_row(r) for r in mixed])
+    conn.set_trace_callback(None)
+    assert len(statements) == 2 + 2  # the plain rows in pieces of 4 + 1, the full ones of 2 + 1
+    assert sum("caller" in s for s in statements) == 2  # empty columns are not even named
+    conn.commit()
+    reader = SQLiteRecordReader(conn.execute("PRAGMA database_list").fetchone()[2])
+    try:
+        got = {r.request_id: r for r in reader.query(RecordQuery(limit=None))}
+    finally:
+        reader.close()
+    assert got == {r.request_id: r for r in mixed}
+
+
+@pytest.mark.parametrize(("query", "index"), [
+    (RecordQuery(status=429), "requests_status"),
+    (RecordQuery(only_errors=True), "requests_errors"),
+    (RecordQuery(caller="u1"), "requests_caller"),
+    (RecordQuery(router="auto"), "requests_router"),
+    (RecordQuery(public_model="m"), "requests_public_model"),
+])
+def test_filters_on_usually_empty_columns_use_their_partial_indexes(conn: sqlite3.Connection, query: RecordQuery,
+                                                                     index: str) -> None:
+    from switchboard.storage.records import where_clauses
+
+    apply_migrations(conn)
+    clauses, params = where_clauses(query, "?")
+    plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM requests WHERE {' AND '.join(clauses)} "
+                        "ORDER BY started_at DESC LIMIT 50", params).fetchall()
+    assert any(re.search(rf"USING (COVERING )?INDEX {index}\b", row[-1]) for row in plan), plan
+    erase = conn.execute("EXPLAIN QUERY PLAN DELETE FROM requests WHERE key_id = ? AND started_at <= ?",
+                         ("k", 1.0)).fetchall()
+    assert any(re.search(r"USING INDEX requests_key_id\b", row[-1]) for row in erase), erase
+

@@ -182,6 +182,8 @@ def where_clauses(q: RecordQuery, placeholder: str) -> tuple[list[str], list[obj
         if value is not None:
             clauses.append(f"{column} = {placeholder}")
             params.append(value)
+    if q.status is not None and q.status != 200:
+        clauses.append("status <> 200")  # implied, and lets the partial index on status serve the query
     if q.only_errors:
         clauses.append("(status >= 400 OR partial)")
     return clauses, params
