@@ -3,7 +3,8 @@
 1. The learned router alone (features + model + choose), next to a trivial router (``len(prompt)``).
 2. A whole router as the gateway runs it — request features, rules, the learned predictor with a
    quality target and the feedback bandit (``Router.decide``) — next to a router with rules only, and
-   with semantic routes on the local MiniLM encoder when ``--semantic`` is given.
+   with ``--semantic`` routers with semantic routes: on the local MiniLM encoder, on ``minilm-static``,
+   and on ``minilm-static`` with close calls confirmed by MiniLM (``confirm_margin: 0.05``).
 3. Event-loop stalls: the longest delay of a 1 ms ticker on the loop while long-prompt decisions run
    concurrently, against the same ticker with no routing.
 
@@ -93,10 +94,13 @@ def _router_config(semantic: bool) -> Config:
                     "learned": {"quality_target": 0.8, "names": _NAMES}, "bandit": {"exploration": 0.05}},
     }
     if semantic:
-        routers["semantic"] = {"models": list(models), "rules": rules, "semantic": {"default": "mid", "routes": [
-            {"name": "code", "model": "large", "examples": ["Write a python function", "Fix this bug in my code",
-                                                             "Explain this stack trace"]},
-            {"name": "chat", "model": "small", "examples": ["Hi, how are you?", "Thanks!", "Good morning"]}]}}
+        routes = [{"name": "code", "model": "large", "examples": ["Write a python function", "Fix this bug in my code",
+                                                                  "Explain this stack trace"]},
+                  {"name": "chat", "model": "small", "examples": ["Hi, how are you?", "Thanks!", "Good morning"]}]
+        for name, encoder in (("semantic", {}), ("semantic-static", {"encoder": "minilm-static"}),
+                              ("semantic-confirm", {"encoder": "minilm-static", "confirm_margin": 0.05})):
+            routers[name] = {"models": list(models), "rules": rules,
+                             "semantic": {"default": "mid", "routes": routes, **encoder}}
     return parse_config({"providers": {"p": {"type": "openai", "base_url": "http://127.0.0.1:9/v1"}},
                          "models": models, "routers": routers, "records": {"enabled": False}}, env={})
 
@@ -164,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few decisions: only shows that everything works")
     ap.add_argument("--requests", type=int, default=2000, help="decisions per cell (default: 2000)")
     ap.add_argument("--model", help="a model directory (default: the shipped model)")
-    ap.add_argument("--semantic", action="store_true", help="also time a router with semantic routes (MiniLM)")
+    ap.add_argument("--semantic", action="store_true",
+                    help="also time routers with semantic routes (MiniLM; minilm-static; minilm-static confirmed by "
+                         "MiniLM within 0.05)")
     args = ap.parse_args(argv)
     n = 50 if args.quick else args.requests
     if hasattr(os, "sched_setaffinity"):

@@ -1,4 +1,4 @@
-"""``switchboard router train`` and ``switchboard router eval`` on synthetic temp data."""
+"""``switchboard router train`` and ``switchboard router eval`` on synthetic temp data; ``build-encoder``."""
 
 from __future__ import annotations
 
@@ -65,3 +65,32 @@ def test_bad_format_and_bad_model_dir(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_router_without_action_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["router"]) == 2
     assert "train" in capsys.readouterr().err
+
+
+def test_build_encoder_builds_the_static_table_once(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from switchboard.routing.embeddings import MiniLMEncoder
+    from switchboard.routing.embeddings.static import table_path
+
+    builds: list[int] = []
+
+    def vectors(self: MiniLMEncoder, *, progress: object = None) -> object:  # the real pass takes half a minute
+        builds.append(1)
+        if callable(progress):
+            progress(self.vocab_size, self.vocab_size)
+        return np.ones((self.vocab_size, 384), dtype=np.float32)
+
+    monkeypatch.setattr(MiniLMEncoder, "token_vectors", vectors)
+    assert main(["router", "build-encoder", "--cache-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"wrote {table_path(tmp_path)}" in out and "30522/30522 tokens" in err
+    assert np.load(table_path(tmp_path)).shape == (30522, 384)
+    assert main(["router", "build-encoder", "--cache-dir", str(tmp_path)]) == 0
+    assert "already built" in capsys.readouterr().out and builds == [1]
+    assert main(["router", "build-encoder", "--cache-dir", str(tmp_path), "--force", "--quiet"]) == 0
+    assert builds == [1, 1]
+    (tmp_path / "file").write_text("")
+    assert main(["router", "build-encoder", "--cache-dir", str(tmp_path / "file")]) == 2
+    assert "switchboard router build-encoder:" in capsys.readouterr().err

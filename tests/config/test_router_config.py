@@ -54,7 +54,8 @@ def test_references_are_checked() -> None:
         "routers.auto.rules[0].model": "'b' is not one of the router's models (a, alpha, e, zz)",
         "routers.auto.semantic.routes[0].model": "'b' is not one of the router's models (a, alpha, e, zz)",
         "routers.auto.semantic.default": "'b' is not one of the router's models (a, alpha, e, zz)",
-        "routers.auto.semantic.encoder": "'a' is neither 'minilm' nor an embeddings model of this configuration",
+        "routers.auto.semantic.encoder":
+            "'a' is neither 'minilm', 'minilm-static' nor an embeddings model of this configuration",
         "routers.auto.quality.b": "'b' is not one of the router's models (a, alpha, e, zz)",
         "routers.auto.learned.names.b": "'b' is not one of the router's models (a, alpha, e, zz)",
     }

@@ -48,6 +48,12 @@ SEMANTIC = {
 }
 
 
+# The same routes on the fast static encoder, close calls confirmed by MiniLM.
+STATIC = {**SEMANTIC, "semantic": {**SEMANTIC["semantic"], "encoder": "minilm-static", "confirm_margin": 0.05}}
+STATIC_QUERIES = ("How can I write a while loop in Python?", "Hello! How are you doing today?",
+                  "What is the boiling point of water on Mount Everest?")
+
+
 LEARNED = {
     "models": ["sim-gpt-small", "sim-gemini", "sim-gpt-large"],
     "learned": {"quality_target": 0.75, "names": {"sim-gpt-small": "mistralai/mistral-7b-chat",
@@ -76,7 +82,7 @@ def routing_config(sim: SimThread, tmp: Path) -> Config:
         {"provider": "sim-openai", "model": "sim-gpt-small", "name": "rr-3"}]}
     remote = {**SEMANTIC, "semantic": {**SEMANTIC["semantic"], "encoder": "sim-embed"}}
     raw["routers"] = {**demo_router(DEFAULT_FLEET), "semantic": SEMANTIC, "learner": learner(tmp), "learned": LEARNED,
-                      "semantic-remote": remote}
+                      "semantic-remote": remote, "semantic-static": STATIC}
     return parse_config(raw, env={})
 
 
@@ -92,11 +98,36 @@ def config(sim: SimThread, tmp_path_factory: pytest.TempPathFactory) -> Config:
     return routing_config(sim, tmp_path_factory.mktemp("routing"))
 
 
+def seed_static_table(cache_dir: Path, texts: list[str]) -> None:
+    """The minilm-static table with the rows of the tokens of ``texts`` (the others zero), computed as the
+    whole table would be: building all of it takes half a minute."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from switchboard.routing.embeddings import MiniLMEncoder, default_model_dir
+    from switchboard.routing.embeddings.static import table_path
+
+    tok = Tokenizer.from_file(str(default_model_dir() / "tokenizer.json"))
+    tok.no_truncation()
+    ids = sorted({i for e in tok.encode_batch([t.lower() for t in texts], add_special_tokens=False) for i in e.ids})
+    encoder = MiniLMEncoder()
+    table = np.zeros((encoder.vocab_size, 384), dtype=np.float16)
+    table[ids] = encoder.token_vectors(ids)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(table_path(cache_dir), table)
+
+
 @pytest.fixture(scope="module")
-def gateway(config: Config) -> Iterator[GatewayThread]:  # the conftest's oai/ant clients talk to this one
-    g = GatewayThread(create_app(config))
-    yield g
-    g.close()
+def gateway(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+    # the conftest's oai/ant clients talk to this one
+    cache = tmp_path_factory.mktemp("cache")
+    seed_static_table(cache, [*SEMANTIC["semantic"]["routes"][0]["examples"],  # type: ignore[index]
+                              *SEMANTIC["semantic"]["routes"][1]["examples"], *STATIC_QUERIES])  # type: ignore[index]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWITCHBOARD_CACHE_DIR", str(cache))
+        g = GatewayThread(create_app(config))
+        yield g
+        g.close()
 
 
 def post(gateway: GatewayThread, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
@@ -140,6 +171,20 @@ def test_semantic_routes_on_the_local_encoder(oai: openai.OpenAI) -> None:
     assert served("How can I write a while loop in Python?") == "sim-gpt-large"
     assert served("Hello! How are you doing today?") == "sim-gpt-small"
     assert served("What is the boiling point of water on Mount Everest?") == "sim-gemini"
+
+
+def test_semantic_routes_on_the_static_encoder_with_close_calls_confirmed(oai: openai.OpenAI,
+                                                                         gateway: GatewayThread) -> None:
+    served = {}
+    for text in STATIC_QUERIES:
+        raw = oai.chat.completions.with_raw_response.create(model="semantic-static",
+                                                            messages=[{"role": "user", "content": text}])
+        rec = record_of(gateway, raw.headers["x-request-id"])
+        assert rec.route is not None and rec.route["steps"][0]["stage"] == "semantic"
+        served[text] = (raw.headers["x-switchboard-model"], rec.route["steps"][0]["outcome"])
+    assert [model for model, _ in served.values()] == ["sim-gpt-large", "sim-gpt-small", "sim-gemini"]
+    # The first two were clear for the static encoder; the last was a close call, which MiniLM decided.
+    assert ["decided by minilm" in outcome for _, outcome in served.values()] == [False, False, True]
 
 
 def test_the_learned_router_explains_its_prediction(oai: openai.OpenAI, gateway: GatewayThread) -> None:

@@ -1,15 +1,23 @@
 """The computing stages as the gateway builds them: the learned predictor behind its knobs (the shipped
-model), the strong-share knob calibrated on live traffic, and the bandit's saved-state key."""
+model), the strong-share knob calibrated on live traffic, the bandit's saved-state key, and semantic routes
+whose close calls go to a second encoder."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 
+import numpy as np
 import pytest
+from numpy.typing import NDArray
+from pydantic import ValidationError
 
-from switchboard.config.routers import BanditConfig, LearnedConfig
+from switchboard.config.routers import BanditConfig, LearnedConfig, SemanticConfig, SemanticRouteConfig
 from switchboard.errors import InvalidRequest
-from switchboard.routing.stages import SHARE_MIN_SAMPLES, FeedbackBandit, LearnedQuality
+from switchboard.routing.router import SemanticVerdict
+from switchboard.routing.stages import SHARE_MIN_SAMPLES, Embed, EmbeddingSemantic, FeedbackBandit, LearnedQuality
+from switchboard.schemas.canonical import Message, TextPart
 
 NAMES = {"big": "gpt-4-1106-preview", "mid": "mistralai/mixtral-8x7b-chat", "small": "mistralai/mistral-7b-chat"}
 COSTS = {"big": 0.005, "mid": 0.0003, "small": 0.0001}
@@ -52,3 +60,41 @@ def test_bandit_state_key_names_the_clustering() -> None:
     a = FeedbackBandit(BanditConfig(cluster_bits=4)).state_key("auto")
     b = FeedbackBandit(BanditConfig(cluster_bits=2)).state_key("auto")
     assert a.startswith("bandit:auto:") and a != b
+
+
+def _embedder(angles: dict[str, float], calls: list[list[str]]) -> Embed:
+    async def embed(texts: list[str]) -> NDArray[np.float32]:
+        calls.append(list(texts))
+        return np.array([[math.cos(math.radians(angles[t])), math.sin(math.radians(angles[t]))] for t in texts],
+                        dtype=np.float32)
+
+    return embed
+
+
+def test_close_calls_of_the_fast_encoder_are_decided_by_the_confirming_one() -> None:
+    config = SemanticConfig(encoder="minilm-static", confirm_margin=0.05, routes=(
+        SemanticRouteConfig(name="billing", model="cheap", examples=("b1", "b2"), threshold=0.5),
+        SemanticRouteConfig(name="tech", model="strong", examples=("t1", "t2"), threshold=0.5)))
+    examples = {"b1": 0.0, "b2": 5.0, "t1": 90.0, "t2": 95.0}
+    fast_calls: list[list[str]] = []
+    fine_calls: list[list[str]] = []
+    stage = EmbeddingSemantic(config, _embedder({**examples, "clear": 2.0, "torn": 47.5}, fast_calls),
+                              _embedder({**examples, "clear": 2.0, "torn": 92.0}, fine_calls))
+
+    def ask(text: str) -> SemanticVerdict:
+        return asyncio.run(stage.match([Message("user", [TextPart(text)])]))
+
+    clear = ask("clear")
+    assert clear.route == "billing" and "decided by minilm" not in clear.reason
+    assert fine_calls == [["b1", "b2", "t1", "t2"]]  # its index only: the clear call never reached it
+    torn = ask("torn")  # equally far from both routes for the fast encoder
+    assert torn.route == "tech" and torn.targets == ("strong",)
+    assert "decided by minilm: minilm-static said billing, within 0.05 of another outcome" in torn.reason
+    assert fine_calls[-1] == ["torn"] and fast_calls[-1] == ["torn"]
+
+
+def test_confirm_margin_needs_the_static_encoder() -> None:
+    route = SemanticRouteConfig(name="a", model="m", examples=("x",))
+    with pytest.raises(ValidationError, match="confirm_margin applies to encoder: minilm-static"):
+        SemanticConfig(encoder="minilm", confirm_margin=0.05, routes=(route,))
+    assert SemanticConfig(encoder="minilm-static", routes=(route,)).confirm_margin is None

@@ -8,6 +8,7 @@ Usage::
     switchboard router train --data 'data/*_train.csv' --out my-router [--models A B …] [--seed 0]
     switchboard router eval --data 'data/*_test.csv' --train 'data/*_train.csv' [--model my-router]
                             [--plot curve.png] [--json]
+    switchboard router build-encoder [--cache-dir DIR] [--force]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from switchboard.eval.dataset import DatasetError, expand_paths, load_outcomes
 
-__all__ = ["ACTIONS", "add_parser", "run_eval", "run_train"]
+__all__ = ["ACTIONS", "add_parser", "run_build_encoder", "run_eval", "run_train"]
 
 if TYPE_CHECKING:
     _Actions: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -65,14 +66,26 @@ def add_eval(actions: _Actions) -> None:
     p.set_defaults(run=run_eval)
 
 
-#: The ``switchboard router`` actions, in help order.
 def add_replay(actions: _Actions) -> None:
     from switchboard.cli import replay
 
     replay.add_parser(actions)
 
 
-ACTIONS: list[Callable[[_Actions], None]] = [add_train, add_eval, add_replay]
+def add_build_encoder(actions: _Actions) -> None:
+    p = actions.add_parser("build-encoder", help="build the table of semantic.encoder: minilm-static",
+                           description="Compute the static token vectors of the minilm-static encoder from the "
+                                       "MiniLM weights and cache them (about half a minute on one core); a "
+                                       "gateway otherwise builds them when it first needs them.")
+    p.add_argument("--cache-dir", help="where to keep the table (default: SWITCHBOARD_CACHE_DIR, else "
+                                       "$XDG_CACHE_HOME/switchboard, else ~/.cache/switchboard)")
+    p.add_argument("--force", action="store_true", help="build it again even when one is cached")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_build_encoder)
+
+
+#: The ``switchboard router`` actions, in help order.
+ACTIONS: list[Callable[[_Actions], None]] = [add_train, add_eval, add_replay, add_build_encoder]
 
 
 def _fail(action: str, message: str) -> int:
@@ -97,6 +110,24 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"cv alpha={alpha}: AIQ {figs['aiq']:.4f}  APGR {figs['apgr']:.4f}{mark}")
     print(f"wrote {args.out}: {len(model.models)} models, {len(model.buckets)} feature buckets, "
           f"{model.info['prompts']} prompts")
+    return 0
+
+
+def run_build_encoder(args: argparse.Namespace) -> int:
+    try:
+        from switchboard.routing.embeddings import EncoderLoadError
+        from switchboard.routing.embeddings.static import build_table, table_path
+        from switchboard.routing.learned.train import TextProgress
+
+        path = table_path(args.cache_dir)
+        if path.exists() and not args.force:
+            print(f"{path}: already built (--force builds it again)")
+            return 0
+        bar = None if args.quiet else TextProgress(sys.stderr)
+        build_table(path, progress=None if bar is None else lambda done, total: bar(done, total, "tokens"))
+    except (EncoderLoadError, ImportError, OSError) as exc:
+        return _fail("build-encoder", str(exc))
+    print(f"wrote {path}")
     return 0
 
 

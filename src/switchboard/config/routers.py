@@ -122,15 +122,25 @@ class SemanticRouteConfig(_Target):
 
 
 class SemanticConfig(_Frozen):
-    """Semantic intent routes. ``encoder`` is ``minilm`` (the local all-MiniLM-L6-v2) or the name of an
-    embeddings model of this configuration. Below every threshold the request goes to ``default`` — a
-    model, or (when unset) all candidates, for the later stages to choose from."""
+    """Semantic intent routes. ``encoder`` is ``minilm`` (the local all-MiniLM-L6-v2), ``minilm-static``
+    (static token vectors distilled from it: under a millisecond, less accurate) or the name of an
+    embeddings model of this configuration. With ``minilm-static``, ``confirm_margin`` sends close calls —
+    where scores off by less than the margin could change the outcome — to MiniLM for the final word.
+    Below every threshold the request goes to ``default`` — a model, or (when unset) all candidates, for
+    the later stages to choose from."""
 
     encoder: str = "minilm"
     max_tokens: int = Field(128, ge=8, le=256)
     context_messages: int = Field(2, ge=0, le=20)
     routes: tuple[SemanticRouteConfig, ...] = Field(min_length=1)
     default: str | None = None
+    confirm_margin: float | None = Field(None, gt=0, le=2)
+
+    @model_validator(mode="after")
+    def _confirm_needs_static(self) -> SemanticConfig:
+        if self.confirm_margin is not None and self.encoder != "minilm-static":
+            raise ValueError("confirm_margin applies to encoder: minilm-static (close calls go to minilm)")
+        return self
 
 
 class LearnedConfig(_Frozen):

@@ -43,35 +43,56 @@ SHARE_MIN_SAMPLES = 20
 
 
 class EmbeddingSemantic:
-    """Semantic routes: the index of example embeddings is built on first use (or by :meth:`warm`)."""
+    """Semantic routes: the index of example embeddings is built on first use (or by :meth:`warm`).
 
-    def __init__(self, config: SemanticConfig, embed: Embed) -> None:
+    With ``confirm`` (a second, more accurate encoder), a close call of the first one (see
+    :func:`~switchboard.routing.strategies.semantic.is_close_call` and ``confirm_margin``) is decided again
+    on the second encoder's own index.
+    """
+
+    def __init__(self, config: SemanticConfig, embed: Embed, confirm: Embed | None = None) -> None:
         self.config = config
         self._embed = embed
+        self._confirm = confirm
         self._index: SemanticIndex | None = None
+        self._confirm_index: SemanticIndex | None = None
         self._lock = asyncio.Lock()
         self._targets = {r.name: r.targets for r in config.routes}
 
     async def warm(self) -> SemanticIndex:
-        """Embed the routes' examples and fit their thresholds (once)."""
+        """Embed the routes' examples and fit their thresholds (once), with the confirming encoder too."""
         if self._index is not None:
             return self._index
         async with self._lock:
             if self._index is None:
-                from switchboard.routing.strategies.semantic import SemanticRoute, build_index, example_texts
-
-                routes = [SemanticRoute(r.name, r.examples, r.threshold) for r in self.config.routes]
-                vectors = await self._embed(example_texts(routes))
-                self._index = await asyncio.to_thread(build_index, routes, vectors)
+                if self._confirm is not None:
+                    self._confirm_index = await self._build(self._confirm)
+                self._index = await self._build(self._embed)
         return self._index
+
+    async def _build(self, embed: Embed) -> SemanticIndex:
+        from switchboard.routing.strategies.semantic import SemanticRoute, build_index, example_texts
+
+        routes = [SemanticRoute(r.name, r.examples, r.threshold) for r in self.config.routes]
+        vectors = await embed(example_texts(routes))
+        return await asyncio.to_thread(build_index, routes, vectors)
 
     async def match(self, messages: Sequence[Message]) -> SemanticVerdict:
         """Embed the last user turn (with a little context) and match it against the routes."""
-        from switchboard.routing.strategies.semantic import match, query_text
+        from dataclasses import replace
+
+        from switchboard.routing.strategies.semantic import is_close_call, match, query_text
 
         index = await self.warm()
         text = query_text(messages, self.config.context_messages)
         found = match(index, (await self._embed([text]))[0])
+        margin = self.config.confirm_margin
+        if self._confirm is not None and self._confirm_index is not None and margin is not None \
+                and is_close_call(found, margin):
+            first = found.route or "the default"
+            found = match(self._confirm_index, (await self._confirm([text]))[0])
+            found = replace(found, reason=f"{found.reason} (decided by minilm: {self.config.encoder} said {first}, "
+                                          f"within {margin:g} of another outcome)")
         scores = {s.route: s.score for s in found.scores}
         thresholds = {s.route: s.threshold for s in found.scores}
         if found.route is not None:
@@ -99,6 +120,34 @@ def minilm_embed(max_tokens: int) -> Embed:
         return result
 
     return embed
+
+
+def static_embed() -> Embed:
+    """Embeddings from static token vectors distilled from all-MiniLM-L6-v2 (built or loaded on first use,
+    in a worker thread). A query of up to a few thousand characters is encoded on the event loop (a
+    fraction of a millisecond: less than a hop to a thread), longer batches in a worker thread."""
+    encoder: Any = None
+    lock = asyncio.Lock()
+
+    async def embed(texts: list[str]) -> NDArray[np.float32]:
+        nonlocal encoder
+        if encoder is None:
+            async with lock:
+                if encoder is None:
+                    from switchboard.routing.embeddings.static import StaticEncoder
+
+                    encoder = await asyncio.to_thread(StaticEncoder.from_minilm)
+        if sum(map(len, texts)) <= _INLINE_CHARS:
+            inline: NDArray[np.float32] = encoder.encode(texts)
+            return inline
+        result: NDArray[np.float32] = await asyncio.to_thread(encoder.encode, texts)
+        return result
+
+    return embed
+
+
+#: Texts up to this many characters in all are encoded by the static encoder on the event loop.
+_INLINE_CHARS = 4000
 
 
 def gateway_embed(gateway: Gateway, model: str) -> Embed:
@@ -241,8 +290,15 @@ def build_router(name: str, rc: RouterConfig, config: Config, gateway: Gateway,
     semantic = None
     if rc.semantic is not None:
         sem = rc.semantic
-        embed = minilm_embed(sem.max_tokens) if sem.encoder == "minilm" else gateway_embed(gateway, sem.encoder)
-        semantic = EmbeddingSemantic(sem, embed)
+        confirm = None
+        if sem.encoder == "minilm":
+            embed = minilm_embed(sem.max_tokens)
+        elif sem.encoder == "minilm-static":
+            embed = static_embed()
+            confirm = minilm_embed(sem.max_tokens) if sem.confirm_margin is not None else None
+        else:
+            embed = gateway_embed(gateway, sem.encoder)
+        semantic = EmbeddingSemantic(sem, embed, confirm)
     learned = LearnedQuality(rc.learned) if rc.learned is not None else None
     bandit = FeedbackBandit(rc.bandit, rng=rng) if rc.bandit is not None and rc.bandit.enabled else None
     return Router(name, rc, config.models, semantic=semantic, learned=learned, bandit=bandit)

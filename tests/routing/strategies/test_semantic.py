@@ -13,11 +13,14 @@ from switchboard.routing.embeddings import MiniLMEncoder
 from switchboard.routing.strategies.semantic import (
     DEFAULT_THRESHOLD,
     THRESHOLD_FLOOR,
+    RouteScore,
     SemanticIndex,
+    SemanticMatch,
     SemanticRoute,
     build_index,
     example_texts,
     fit_threshold,
+    is_close_call,
     match,
     query_text,
 )
@@ -185,3 +188,19 @@ def test_query_text_bounds_length_keeping_the_question() -> None:
 def test_query_text_without_a_user_turn_or_text() -> None:
     assert query_text([_msg("system", "rules")]) == ""
     assert query_text([_msg("user", "earlier"), Message("user", [ImagePart("https://example.com/a.png")])]) == "earlier"
+
+
+def _found(route: str | None, *scores: tuple[str, float, float]) -> SemanticMatch:
+    return SemanticMatch(route, tuple(RouteScore(n, sc, th, "e", sc) for n, sc, th in scores), "")
+
+
+@pytest.mark.parametrize(("found", "close"), [
+    (_found("a", ("a", 0.80, 0.50), ("b", 0.40, 0.50)), False),  # clear winner, clear loser
+    (_found("a", ("a", 0.52, 0.50), ("b", 0.10, 0.50)), True),  # the winner barely cleared its threshold
+    (_found("a", ("a", 0.80, 0.50), ("b", 0.78, 0.50)), True),  # a runner-up within the margin
+    (_found("a", ("a", 0.80, 0.50), ("b", 0.78, 0.90)), False),  # … that is far below its own threshold
+    (_found(None, ("a", 0.30, 0.50), ("b", 0.10, 0.50)), False),  # the default, nothing near a threshold
+    (_found(None, ("a", 0.48, 0.50), ("b", 0.10, 0.50)), True),  # the default, a route almost cleared
+], ids=["clear", "barely-cleared", "runner-up", "runner-up-below-its-threshold", "clear-default", "near-default"])
+def test_close_calls_are_those_a_small_change_of_scores_could_turn(found: SemanticMatch, close: bool) -> None:
+    assert is_close_call(found, 0.05) is close

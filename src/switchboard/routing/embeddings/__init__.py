@@ -1,6 +1,6 @@
-"""Sentence encoders for semantic routing: the :class:`Encoder` protocol, the local MiniLM model and an
-LRU cache in front of any encoder. Importing this package does not import numpy; building a
-:class:`MiniLMEncoder` does.
+"""Sentence encoders for semantic routing: the :class:`Encoder` protocol, the local MiniLM model, the static
+encoder distilled from it and an LRU cache in front of any encoder. Importing this package does not import
+numpy; building an encoder does.
 
 Usage::
 
@@ -17,6 +17,7 @@ from switchboard.routing.embeddings.minilm import (
     WeightsChecksumError,
     default_model_dir,
 )
+from switchboard.routing.embeddings.static import StaticEncoder
 
 __all__ = [
     "MINILM_SHA256",
@@ -24,6 +25,7 @@ __all__ = [
     "Encoder",
     "EncoderLoadError",
     "MiniLMEncoder",
+    "StaticEncoder",
     "WeightsChecksumError",
     "default_model_dir",
 ]

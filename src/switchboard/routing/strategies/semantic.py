@@ -284,6 +284,17 @@ def match(index: SemanticIndex, query: Vectors) -> SemanticMatch:
     )
 
 
+def is_close_call(found: SemanticMatch, margin: float) -> bool:
+    """Whether scores off by less than ``margin`` could have changed ``found``'s outcome: the winner barely
+    cleared its threshold, another route came within ``margin`` of it (and of its own threshold), or — with
+    no winner — a route came within ``margin`` of its threshold."""
+    if found.route is None:
+        return any(s.score > s.threshold - margin for s in found.scores)
+    win = next(s for s in found.scores if s.route == found.route)
+    return win.score - win.threshold < margin or any(
+        s is not win and s.score > win.score - margin and s.score > s.threshold - margin for s in found.scores)
+
+
 def _quote(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
