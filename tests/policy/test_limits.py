@@ -368,6 +368,31 @@ async def test_settling_twice_counts_once(limiter: Limiter) -> None:
     assert quota(await limiter.admit(ask("r2", key)), "tokens")[1] == 900
 
 
+async def test_a_settled_marker_lasts_at_least_its_time_and_then_goes(limiter: Limiter, clock: FakeClock) -> None:
+    from switchboard.policy.limits import SETTLED_MARKER_TTL
+
+    key = Scope("key:a", Limits(budget_total=50.0))
+    assert (await limiter.admit(ask("r1", key, cost=1.0))).admitted
+    await limiter.settle("r1", ["key:a"], 10, 1.0)
+    clock.advance(SETTLED_MARKER_TTL - 1)
+    await limiter.settle("r1", ["key:a"], 10, 1.0)  # a late repeat, still remembered
+    assert (await limiter.usage("key:a")).spent_total == pytest.approx(1.0)
+    clock.advance(SETTLED_MARKER_TTL + 2)  # over twice the time: forgotten, in either store
+    await limiter.settle("r1", ["key:a"], 10, 1.0)
+    assert (await limiter.usage("key:a")).spent_total == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("rid", ["req_0001", "réq-ü"], ids=["ascii", "non-ascii"])
+async def test_settling_without_waiting_counts_like_settling(limiter: Limiter, rid: str) -> None:
+    key = Scope("key:a", Limits(tpm=1000, budget_total=5.0))
+    assert (await limiter.admit(ask(rid, key, tokens=500, cost=1.0))).admitted
+    limiter.settle_nowait(rid, "key:a", 100, 0.25)  # type: ignore[attr-defined]
+    limiter.settle_nowait(rid, "key:a", 100, 0.25)  # type: ignore[attr-defined]
+    # Later commands go the same way (one connection, in order): the usage is read after both settlements.
+    assert await limiter.usage("key:a") == SpendReport(0.25, 0.25, 0.25, 0.0, 0)
+    assert quota(await limiter.admit(ask("next", key)), "tokens")[1] == 900
+
+
 async def test_a_settle_after_the_reservation_expired_still_counts(limiter: Limiter, clock: FakeClock) -> None:
     key = Scope("key:a", Limits(budget_total=5.0, max_concurrency=1))
     assert (await limiter.admit(ask("r1", key, cost=1.0, ttl=10.0))).admitted

@@ -733,6 +733,8 @@ class KeyAuthenticator:
         self._secret = server_secret
         self._salt = secrets.token_bytes(32)
         self._verified: dict[str, tuple[str, bytes]] = {}  # key id → (stored digest, fast hash) that passed
+        # fast hash → the key id parsed from that key (only keys that passed): the parse is a pure function.
+        self._parsed: dict[bytes, str] = {}
         self._ttl = cache_ttl
         self._clock = clock
         self._max_entries = max_entries
@@ -744,10 +746,14 @@ class KeyAuthenticator:
 
     async def authenticate(self, plaintext: str, now: float) -> VirtualKey:
         """The key ``plaintext`` stands for, usable at ``now`` (wall clock), or :class:`AuthenticationFailed`."""
-        key_id = parse_key(plaintext)
-        if key_id is None:
+        if len(plaintext) != _KEY_LENGTH:
             raise AuthenticationFailed(_INVALID)
         fast = hashlib.blake2b(plaintext.encode("utf-8"), key=self._salt, digest_size=32).digest()
+        key_id = self._parsed.get(fast)  # a key seen before: its id without matching the pattern again
+        if key_id is None:
+            key_id = parse_key(plaintext)
+            if key_id is None:
+                raise AuthenticationFailed(_INVALID)
         cached = self._cache.get(key_id)
         if cached is not None and self._clock() < cached[0]:  # the usual case, without a coroutine
             self._cache.move_to_end(key_id)
@@ -761,7 +767,9 @@ class KeyAuthenticator:
                 raise AuthenticationFailed(_INVALID)
             if len(self._verified) >= self._max_entries:
                 self._verified.clear()
+                self._parsed.clear()
             self._verified[key_id] = (key.digest, fast)
+            self._parsed[fast] = key_id
         reason = key.usable(now)
         if reason == "revoked":
             raise AuthenticationFailed(_REVOKED)

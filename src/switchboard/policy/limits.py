@@ -41,7 +41,6 @@ import functools
 import heapq
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,8 +78,9 @@ MONEY_EPSILON = 1e-9
 BUCKET_SLACK = 1e-5
 #: What a refusal for concurrency suggests waiting: a slot frees whenever any request of the subject ends.
 CONCURRENCY_RETRY_AFTER = 1.0
-#: How long a settled request is remembered, so that settling it again (a retry after a lost answer, which
-#: comes within seconds) counts nothing twice. Short, so that the markers of a busy key stay few.
+#: How long a settled request is remembered at least (in memory up to twice as long), so that settling it again
+#: (a retry after a lost answer, which comes within seconds) counts nothing twice. Short, so that the markers
+#: of a busy key stay few.
 SETTLED_MARKER_TTL = 30.0
 #: Day and month spend is kept this long after its window ends.
 SPEND_KEPT_AFTER_WINDOW = 86400.0
@@ -364,10 +364,12 @@ class _Account:
     held: dict[str, _Held] = field(default_factory=dict)  # request id → its reservation
     held_heap: list[tuple[float, str]] = field(default_factory=list)  # (expiry, request id); stale entries skipped
     held_cost: float = 0.0
-    settled: dict[str, float] = field(default_factory=dict)  # request id → when its marker expires
-    # (expiry, request id) in the order settled: markers all live SETTLED_MARKER_TTL, so the oldest is first
-    # (were the clock to step back, a marker would only be kept a little longer).
-    settled_order: deque[tuple[float, str]] = field(default_factory=deque)
+    # Settled requests' ids, in two generations: a marker lives from SETTLED_MARKER_TTL to twice that. Two
+    # sets swapped wholesale cost a set insertion per settlement, where expiring markers one by one cost a
+    # timestamped entry each, and at thousands of requests per second tens of thousands of them live.
+    settled: set[str] = field(default_factory=set)
+    settled_before: set[str] = field(default_factory=set)
+    settled_turns: float = -math.inf  # when the current generation becomes the previous one
     spend: dict[str, float] = field(default_factory=dict)  # "t", "d:20250131", "m:202501" → dollars
     spend_expires: dict[str, float] = field(default_factory=dict)
     next_spend_expiry: float = math.inf
@@ -391,11 +393,11 @@ class _Account:
         if len(heap) > 2 * len(self.held) + 64:  # mostly entries of settled requests: rebuild
             self.held_heap = [(h.expires, rid) for rid, h in self.held.items()]
             heapq.heapify(self.held_heap)
-        order = self.settled_order
-        while order and order[0][0] <= now:
-            expires, rid = order.popleft()
-            if self.settled.get(rid) == expires:
-                del self.settled[rid]
+        if now >= self.settled_turns:
+            # Idle for a whole generation or more: the previous markers are past their time as well.
+            self.settled_before = self.settled if now < self.settled_turns + SETTLED_MARKER_TTL else set()
+            self.settled = set()
+            self.settled_turns = now + SETTLED_MARKER_TTL
         if self.next_spend_expiry <= now:
             for window in [w for w, end in self.spend_expires.items() if end <= now]:
                 del self.spend[window], self.spend_expires[window]
@@ -426,12 +428,12 @@ class _Account:
             if expires < self.next_spend_expiry:
                 self.next_spend_expiry = expires
 
-    def mark_settled(self, rid: str, expires: float) -> None:
-        self.settled[rid] = expires
-        self.settled_order.append((expires, rid))
+    def is_settled(self, rid: str) -> bool:
+        return rid in self.settled or rid in self.settled_before
 
     def entries(self) -> int:
-        return len(self.buckets) + len(self.held) + len(self.settled) + len(self.spend) + int(self.revoked)
+        return (len(self.buckets) + len(self.held) + len(self.settled) + len(self.settled_before) + len(self.spend)
+                + int(self.revoked))
 
 
 #: The budgets in CHECK_ORDER: (limit, which spend window it reads: total, month or day).
@@ -551,7 +553,7 @@ class MemoryLimiter:
         for subject in subjects_of(scopes):
             account = self._account(subject)
             account.purge(now)
-            if rid in account.settled:
+            if account.is_settled(rid):
                 continue
             held = account.held.pop(rid, None)
             if held is not None:  # its heap entry goes stale and is skipped
@@ -563,7 +565,7 @@ class MemoryLimiter:
                 account.add_spend("t", cost, None)
                 account.add_spend(windows.day, cost, windows.day_end + SPEND_KEPT_AFTER_WINDOW)
                 account.add_spend(windows.month, cost, windows.month_end + SPEND_KEPT_AFTER_WINDOW)
-            account.mark_settled(rid, now + SETTLED_MARKER_TTL)
+            account.settled.add(rid)
 
     async def usage(self, subject: str, *, now: float | None = None) -> SpendReport:
         now = self._clock() if now is None else now

@@ -425,7 +425,12 @@ class RedisLimiter:
             if len(self._subject_keys) >= 10_000:
                 self._subject_keys.clear()
             key = self._subject_keys[subject] = b"$1\r\n1\r\n" + bulk([self._base(subject)])
-        args = bulk([self._now(None), request_id, str(int(tokens)), repr(float(cost)), "0"])
+        now, spent, cost_text = self._now(None), str(int(tokens)), repr(float(cost))
+        if request_id.isascii():  # request ids are: encoded in one go, as an admission's are
+            args = (f"${len(now)}\r\n{now}\r\n${len(request_id)}\r\n{request_id}\r\n${len(spent)}\r\n{spent}\r\n"
+                    f"${len(cost_text)}\r\n{cost_text}\r\n$1\r\n0\r\n").encode()
+        else:
+            args = bulk([now, request_id, spent, cost_text, "0"])
         self._redis.run_nowait(self._settle, 7, key + args, self._settle_failed)
 
     def _settle_failed(self, exc: BaseException) -> None:
