@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from switchboard.gateway import Gateway
     from switchboard.routing.bandit import Bandit, Feedback, Signal
+    from switchboard.routing.embeddings import Encoder
     from switchboard.routing.learned import QualityModel
     from switchboard.routing.strategies.semantic import SemanticIndex
 
@@ -102,9 +103,10 @@ class EmbeddingSemantic:
         return SemanticVerdict(None, default, scores, thresholds, reason)
 
 
-def minilm_embed(max_tokens: int) -> Embed:
-    """Embeddings from the local all-MiniLM-L6-v2, computed in a worker thread (loaded on first use)."""
-    encoder: Any = None
+def _local_embed(build: Callable[[], Encoder], inline_chars: int = 0) -> Embed:
+    """Embeddings from a local encoder, built in a worker thread on first use; texts of up to
+    ``inline_chars`` characters in all are encoded on the event loop, the rest in a worker thread."""
+    encoder: Encoder | None = None
     lock = asyncio.Lock()
 
     async def embed(texts: list[str]) -> NDArray[np.float32]:
@@ -112,38 +114,36 @@ def minilm_embed(max_tokens: int) -> Embed:
         if encoder is None:
             async with lock:
                 if encoder is None:
-                    from switchboard.routing.embeddings import CachedEncoder, MiniLMEncoder
-
-                    encoder = await asyncio.to_thread(
-                        lambda: CachedEncoder(MiniLMEncoder(max_tokens=max_tokens)))
-        result: NDArray[np.float32] = await asyncio.to_thread(encoder.encode, texts)
-        return result
+                    encoder = await asyncio.to_thread(build)
+        if sum(map(len, texts)) <= inline_chars:
+            return encoder.encode(texts)
+        return await asyncio.to_thread(encoder.encode, texts)
 
     return embed
+
+
+def minilm_embed(max_tokens: int) -> Embed:
+    """Embeddings from the local all-MiniLM-L6-v2, computed in a worker thread (loaded on first use)."""
+
+    def build() -> Encoder:
+        from switchboard.routing.embeddings import CachedEncoder, MiniLMEncoder
+
+        return CachedEncoder(MiniLMEncoder(max_tokens=max_tokens))
+
+    return _local_embed(build)
 
 
 def static_embed() -> Embed:
     """Embeddings from static token vectors distilled from all-MiniLM-L6-v2 (built or loaded on first use,
     in a worker thread). A query of up to a few thousand characters is encoded on the event loop (a
     fraction of a millisecond: less than a hop to a thread), longer batches in a worker thread."""
-    encoder: Any = None
-    lock = asyncio.Lock()
 
-    async def embed(texts: list[str]) -> NDArray[np.float32]:
-        nonlocal encoder
-        if encoder is None:
-            async with lock:
-                if encoder is None:
-                    from switchboard.routing.embeddings.static import StaticEncoder
+    def build() -> Encoder:
+        from switchboard.routing.embeddings.static import StaticEncoder
 
-                    encoder = await asyncio.to_thread(StaticEncoder.from_minilm)
-        if sum(map(len, texts)) <= _INLINE_CHARS:
-            inline: NDArray[np.float32] = encoder.encode(texts)
-            return inline
-        result: NDArray[np.float32] = await asyncio.to_thread(encoder.encode, texts)
-        return result
+        return StaticEncoder.from_minilm()
 
-    return embed
+    return _local_embed(build, _INLINE_CHARS)
 
 
 #: Texts up to this many characters in all are encoded by the static encoder on the event loop.
