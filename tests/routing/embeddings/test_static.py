@@ -159,3 +159,30 @@ def test_the_cache_directory_follows_the_environment(monkeypatch: pytest.MonkeyP
     assert default_cache_dir() == tmp_path / "xdg" / "switchboard"
     assert table_path().parent == tmp_path / "xdg" / "switchboard"
     assert table_path().name.startswith("minilm-static-v1-")
+
+
+def test_workers_starting_together_build_the_table_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        table: NDArray[np.float32]) -> None:
+    import threading
+
+    builds: list[Path] = []
+    started = threading.Barrier(3)
+
+    def build(at: Path, **kwargs: object) -> NDArray[np.float32]:
+        builds.append(at)
+        np.save(at, table.astype(np.float16))
+        return table
+
+    monkeypatch.setattr(static_module, "build_table", build)
+
+    def worker(out: list[StaticEncoder]) -> None:
+        started.wait()
+        out.append(StaticEncoder.from_minilm(tmp_path))
+
+    got: list[StaticEncoder] = []
+    threads = [threading.Thread(target=worker, args=(got,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 3 and builds == [table_path(tmp_path)]

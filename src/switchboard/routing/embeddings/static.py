@@ -21,9 +21,10 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,25 +96,22 @@ class StaticEncoder:
     def from_minilm(cls, cache_dir: Path | str | None = None, model_dir: Path | str | None = None, *,
                     progress: Callable[[int, int], None] | None = None) -> StaticEncoder:
         """The encoder of the cached table, built from the MiniLM weights (and cached) when there is none."""
-        import numpy as np
         from tokenizers import Tokenizer
 
         directory = Path(model_dir) if model_dir is not None else default_model_dir()
         path = table_path(cache_dir)
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        table = None
-        if path.exists():
-            try:
-                table = np.load(path, allow_pickle=False)
-            except (OSError, ValueError):  # unreadable: built again below
-                table = None
+        table = _readable(path, tokenizer.get_vocab_size())
         if table is None or table.shape != (tokenizer.get_vocab_size(), 384):
-            import logging
+            with _building(path):  # the workers of one server build it once: the others wait, then read it
+                table = _readable(path, tokenizer.get_vocab_size())
+                if table is None:
+                    import logging
 
-            logging.getLogger("switchboard").warning(
-                "building the minilm-static table %s from the MiniLM weights: once, about half a minute "
-                "(`switchboard router build-encoder` does it ahead of time)", path)
-            table = build_table(path, model_dir=directory, progress=progress)
+                    logging.getLogger("switchboard").warning(
+                        "building the minilm-static table %s from the MiniLM weights: once, about half a minute "
+                        "(`switchboard router build-encoder` does it ahead of time)", path)
+                    table = build_table(path, model_dir=directory, progress=progress)
         return cls(table, tokenizer)
 
     @property
@@ -139,6 +137,35 @@ class StaticEncoder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.where(norms == 0, 1.0, norms)
         return out
+
+
+def _readable(path: Path, vocab: int) -> Array | None:
+    """The table stored at ``path``, or ``None`` when there is none, or none of the right shape, or it cannot
+    be read (it is then built again)."""
+    import numpy as np
+
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return table if table.shape == (vocab, 384) else None
+
+
+@contextlib.contextmanager
+def _building(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock next to ``path`` (a no-op where ``fcntl`` is missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path.with_suffix(".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def build_table(path: Path, model_dir: Path | str | None = None, *,
