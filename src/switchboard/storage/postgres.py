@@ -147,7 +147,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE {schema}.requests ADD COLUMN prompt TEXT",
             "ALTER TABLE {schema}.requests ADD COLUMN completion TEXT",
         ),
-    ),    Migration(
+    ),
+    Migration(
         "0006_sparse_indexes",
         (
             # Indexes on columns that are usually empty (or, for status, usually 200) keep only the rows

@@ -144,7 +144,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE requests ADD COLUMN prompt TEXT",  # with records.capture_prompts, redacted
             "ALTER TABLE requests ADD COLUMN completion TEXT",  # with records.capture_completions, redacted
         ),
-    ),    Migration(
+    ),
+    Migration(
         "0006_sparse_indexes",
         (
             # Indexes on columns that are usually empty (or, for status, usually 200) keep only the rows

@@ -239,7 +239,6 @@ class MiniLMEncoder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=limit)
         self._tokenizer: Tokenizer = tokenizer
-        self._model_dir = directory
         self._spec = spec
         self._max_tokens = limit
         self._batch_size = batch_size
@@ -312,11 +311,6 @@ class MiniLMEncoder:
             with self._turns:
                 out[rows] = self._embed(batch, mask)
         return out
-
-    @property
-    def model_dir(self) -> Path:
-        """The directory the weights and the tokenizer were read from."""
-        return self._model_dir
 
     @property
     def vocab_size(self) -> int:
