@@ -210,3 +210,26 @@ def test_the_banner_says_where_traces_go() -> None:
     raw["tracing"] = {"enabled": True, "endpoint": "http://collector:4318/v1/traces", "sample_ratio": 0.25}
     traced = banner(ResolvedConfig(parse_config(raw, env={}), "file:x.yaml"))
     assert "Traces: OTLP to http://collector:4318/v1/traces (sampling 0.25 of requests" in traced
+
+
+def test_a_ready_worker_freezes_what_start_up_built_and_collects_less_often() -> None:
+    import gc
+
+    from switchboard.cli.serve import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        garbage: list[object] = []
+        garbage.append(garbage)  # a cycle: collected before the freeze, not frozen with the rest
+        del garbage
+        tune_gc(10_000)
+        assert gc.get_threshold() == (10_000, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+        assert gc.collect() == 0
+        gc.unfreeze()
+        gc.set_threshold(*before)
+        tune_gc(0)  # 0: Python's own thresholds stay
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -32,7 +33,7 @@ from switchboard.config.load import ConfigError, config_from_environment, load_c
 from switchboard.config.model import Config
 from switchboard.telemetry.logs import install_redaction
 
-__all__ = ["ResolvedConfig", "add_parser", "banner", "resolve_config", "run"]
+__all__ = ["ResolvedConfig", "add_parser", "banner", "resolve_config", "run", "tune_gc"]
 
 
 
@@ -243,6 +244,22 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tune_gc(threshold: int) -> None:
+    """Set up Python's cycle collector for a worker that has started: what start-up built (configuration,
+    routers, models, modules) is frozen, so that full collections no longer walk it, and the youngest
+    generation is collected after ``threshold`` net container allocations (0: Python's own setting).
+
+    With Python's defaults a worker at 64 requests in flight spent about a tenth of its CPU in the collector,
+    most of it in full collections over start-up objects; request data is freed by reference counting, not
+    by the collector. Usage: ``tune_gc(cfg.server.gc_threshold)`` once the worker is ready.
+    """
+    gc.collect()  # what start-up left as garbage goes now, not frozen with the rest
+    gc.freeze()
+    if threshold:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(threshold, older, oldest)
+
+
 def _worker(cfg: Config, sock: socket.socket, metrics_dir: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT in this process: the app, its lifespan, graceful drain."""
     from switchboard.app import create_app
@@ -251,6 +268,7 @@ def _worker(cfg: Config, sock: socket.socket, metrics_dir: Path | None = None) -
     app = create_app(cfg, metrics_dir=metrics_dir)
 
     def ready() -> None:
+        tune_gc(cfg.server.gc_threshold)
         # One write, so that the lines of workers starting together never interleave.
         sys.stderr.write(f"Switchboard worker {os.getpid()} ready\n")
         sys.stderr.flush()

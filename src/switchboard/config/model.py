@@ -203,11 +203,17 @@ class ModelConfig(_Frozen):
 
 
 class ServerConfig(_Frozen):
+    """How ``switchboard serve`` listens and runs its workers. ``gc_threshold`` is how many more container
+    objects a worker may hold before Python's cycle collector looks at the youngest ones (Python's default is
+    700, which a gateway with dozens of requests in flight crosses all the time; 0 keeps Python's setting).
+    Each worker also freezes what it built at start-up (``gc.freeze``), so full collections skip it."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     drain_timeout: float = Field(30.0, ge=0)
+    gc_threshold: int = Field(10_000, ge=0)
 
 
 class RecordsConfig(_Frozen):
