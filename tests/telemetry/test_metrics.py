@@ -189,7 +189,8 @@ def test_empty_exposition_declares_every_family() -> None:
 
 def test_naming_rules() -> None:
     for family in Metrics().families:
-        assert family.name.startswith(("gen_ai_", "switchboard_"))
+        # Python's runtime counters keep the names Prometheus' own Python client gives them.
+        assert family.name.startswith(("gen_ai_", "switchboard_", "python_gc_"))
         assert (family.kind == "counter") == family.name.endswith("_total"), family.name
         if family.kind == "histogram" and family.name != "gen_ai_client_token_usage":
             assert family.name.endswith("_seconds"), family.name
@@ -203,6 +204,21 @@ def test_naming_rules() -> None:
         Family("x_seconds", "histogram", "X.", ("le",), buckets=(1.0,))
     with pytest.raises(ValueError, match="increasing"):
         Family("x_seconds", "histogram", "X.", buckets=(2.0, 1.0))
+
+
+def test_the_cycle_collectors_runs_are_counted_per_generation() -> None:
+    import gc
+
+    gc.collect()  # a full collection: generation 2 has run at least once
+    families = parse(Metrics().render().decode())
+    after = gc.get_stats()
+    for name, stat in (("python_gc_collections_total", "collections"), ("python_gc_objects_collected_total",
+                                                                          "collected")):
+        seen = {dict(labels)["generation"]: value for (_, labels), value in families[name].samples.items()}
+        assert set(seen) == {"0", "1", "2"}
+        assert all(0 <= seen[str(g)] <= after[g][stat] for g in range(3))
+    assert dict(families["python_gc_collections_total"].samples)[
+        ("python_gc_collections_total", (("generation", "2"),))] >= 1
 
 
 def test_request_counters_durations_and_errors() -> None:

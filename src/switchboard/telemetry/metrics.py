@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -155,6 +156,12 @@ class Metrics:
             "switchboard_event_loop_lag_seconds", "histogram",
             "How late the event loop ran a periodic probe: time it could not spend on requests.",
             buckets=LAG_BUCKETS)
+        self.gc_collections = family(
+            "python_gc_collections_total", "counter",
+            "Runs of Python's cycle collector, by generation (see server.gc_threshold).", ("generation",))
+        self.gc_collected = family(
+            "python_gc_objects_collected_total", "counter",
+            "Objects Python's cycle collector found unreachable and freed, by generation.", ("generation",))
         self.workers = family(
             "switchboard_metrics_workers", "gauge", "Worker processes whose metrics this scrape includes.")
         self.overflow = family(
@@ -166,7 +173,7 @@ class Metrics:
             self.errors, self.attempts, self.fallbacks, self.tokens, self.cost, self.in_flight,
             self.breaker_state, self.breaker_transitions, self.records_queued, self.records_written,
             self.records_dropped, self.record_write_errors, self.trace_spans, self.traces_dropped, self.loop_lag,
-            self.workers, self.overflow,
+            self.gc_collections, self.gc_collected, self.workers, self.overflow,
         )
 
     @property
@@ -268,6 +275,9 @@ class Metrics:
             self.trace_spans.set(("exported",), self._tracer.exported)
             self.trace_spans.set(("failed",), self._tracer.failed)
             self.traces_dropped.set((), self._tracer.dropped)
+        for generation, runs in enumerate(gc.get_stats()):
+            self.gc_collections.set((str(generation),), runs["collections"])
+            self.gc_collected.set((str(generation),), runs["collected"])
         self.workers.set((), 1.0)
         for family in self.families:
             if family.overflowed:
