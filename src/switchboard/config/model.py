@@ -61,6 +61,14 @@ class Capabilities(_Frozen):
     json_mode: bool = Field(True, alias="json")
 
 
+def _http_url(value: str, example: str) -> str:
+    """``value`` when it is an http(s) URL with a host; a validation error naming ``example`` otherwise."""
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"must be an http:// or https:// URL (e.g. {example})")
+    return value
+
+
 class ProviderConfig(_Frozen):
     """An upstream API endpoint and how to authenticate to it.
 
@@ -81,9 +89,7 @@ class ProviderConfig(_Frozen):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
+        return _http_url(v, "https://api.openai.com/v1").rstrip("/")
 
 
 class DeploymentConfig(_Frozen):
@@ -269,10 +275,7 @@ class TracingConfig(_Frozen):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        url = urlsplit(v)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError("must be an http:// or https:// URL (e.g. http://127.0.0.1:4318/v1/traces)")
-        return v
+        return _http_url(v, "http://127.0.0.1:4318/v1/traces")
 
 
 class StateConfig(_Frozen):

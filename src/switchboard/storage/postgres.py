@@ -37,6 +37,7 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
+from switchboard._closing import ClosesOnExit
 from switchboard.storage.records import (
     ERASABLE,
     ErasureLedger,
@@ -324,7 +325,7 @@ def _where(q: RecordQuery) -> tuple[list[str], list[object]]:
     return where_clauses(q, "%s")
 
 
-class PostgresRecordReader:
+class PostgresRecordReader(ClosesOnExit):
     """Queries and retention over the records in one schema, on its own connection (safe across threads).
 
     The connection opens on first use and again after it breaks; every database error comes out as
@@ -427,14 +428,6 @@ class PostgresRecordReader:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _call(self, fn: Callable[[Connection], T]) -> T:
         with self._lock:

@@ -33,6 +33,7 @@ from typing import Any, Self
 
 import orjson
 
+from switchboard._closing import ClosesOnExit
 from switchboard.config.model import RecordsConfig
 from switchboard.storage.records import (
     ERASABLE,
@@ -363,7 +364,7 @@ def _where(q: RecordQuery) -> tuple[list[str], list[object]]:
     return where_clauses(q, "?")
 
 
-class SQLiteRecordReader:
+class SQLiteRecordReader(ClosesOnExit):
     """Queries and retention over a records database, on its own connection (safe across threads).
 
     Opened read-only by :func:`open_records_reader`; the writer opens one read-write for retention.
@@ -454,14 +455,6 @@ class SQLiteRecordReader:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _select(self, q: RecordQuery) -> list[RequestRecord]:
         clauses, params = _where(q)

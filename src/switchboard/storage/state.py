@@ -24,9 +24,9 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
+from switchboard._closing import ClosesOnExit
 from switchboard.storage.sqlite import enable_wal
 
 __all__ = ["MemoryStateStore", "SQLiteStateStore", "StateStore", "StateStoreError"]
@@ -102,7 +102,7 @@ class MemoryStateStore:
             self._blobs[key] = text
 
 
-class SQLiteStateStore:
+class SQLiteStateStore(ClosesOnExit):
     """A :class:`StateStore` in the ``state`` table of a SQLite file (created with its directory).
 
     WAL mode, so readers never wait on the writer; each save is one atomic upsert, and several
@@ -153,11 +153,3 @@ class SQLiteStateStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

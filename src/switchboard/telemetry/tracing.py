@@ -42,12 +42,12 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import orjson
 
+from switchboard._closing import ClosesOnExit
 from switchboard.config.model import ProviderConfig, TracingConfig
 from switchboard.telemetry.record import Attempt, RequestRecord
 from switchboard.telemetry.redaction import ERROR_KINDS, redact
@@ -127,7 +127,7 @@ class TraceContext:
 # -- the tracer ---------------------------------------------------------------------------------
 
 
-class Tracer:
+class Tracer(ClosesOnExit):
     """Exports finished requests as spans, from a daemon thread.
 
     :meth:`finish` costs a deque append and never waits: when ``queue_size`` requests are waiting it
@@ -253,14 +253,6 @@ class Tracer:
             self._exporter.shutdown()
         except Exception as exc:  # shutting down must not fail the gateway's shutdown
             log.warning("tracing: exporter shutdown failed: %s", exc)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- the exporter thread ------------------------------------------------------------------
 
