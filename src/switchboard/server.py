@@ -118,7 +118,7 @@ class _Cycle:
             parts = [_status_line(self.status)]
             has_length = False
             for name, value in message.get("headers", ()):
-                if name.lower() == b"content-length":
+                if len(name) == 14 and name.lower() == b"content-length":
                     has_length = True
                 parts.append(b"%s: %s\r\n" % (name, value))
             if not self.keep_alive:

@@ -393,6 +393,33 @@ async def test_settling_without_waiting_counts_like_settling(limiter: Limiter, r
     assert quota(await limiter.admit(ask("next", key)), "tokens")[1] == 900
 
 
+async def test_settlements_of_one_turn_count_each_and_leave_together(limiter: Limiter) -> None:
+    """Many settlements made in one turn of the event loop (several requests, two subjects, a repeat) count as
+    if settled one by one; the Redis limiter sends them as one command, before the next one it is given."""
+    limits = Limits(tpm=10_000, budget_total=100.0, max_concurrency=10)
+    keys = {name: Scope(name, limits) for name in ("key:a", "key:b")}
+    for i in range(6):
+        name = "key:a" if i % 2 == 0 else "key:b"
+        assert (await limiter.admit(ask(f"r{i}", keys[name], tokens=1000, cost=2.0))).admitted
+    sent: list[int] = []
+    redis = getattr(limiter, "_redis", None)
+    if redis is not None:  # count the commands that leave without an answer awaited
+        run_nowait = redis.run_nowait
+        redis.run_nowait = lambda script, count, body, on_error: (sent.append(count),
+                                                                   run_nowait(script, count, body, on_error))
+    for i in range(6):
+        name = "key:a" if i % 2 == 0 else "key:b"
+        limiter.settle_nowait(f"r{i}", name, 100 * (i + 1), 0.5 * (i + 1))  # type: ignore[attr-defined]
+    limiter.settle_nowait("r0", "key:a", 100, 0.5)  # type: ignore[attr-defined]  # a repeat: nothing more
+    a, b = await limiter.usage("key:a"), await limiter.usage("key:b")
+    assert (a.spent_total, a.reserved, a.in_flight) == (pytest.approx(0.5 + 1.5 + 2.5), 0.0, 0)
+    assert (b.spent_total, b.reserved, b.in_flight) == (pytest.approx(1.0 + 2.0 + 3.0), 0.0, 0)
+    # Unused tokens went back: 3 × 1000 reserved, 100 + 300 + 500 used.
+    assert quota(await limiter.admit(ask("next", keys["key:a"])), "tokens")[1] == 10_000 - 900
+    if redis is not None:
+        assert sent == [1 + 2 + 5 * 7]  # one command: the two key bases, five arguments per settlement
+
+
 async def test_a_settle_after_the_reservation_expired_still_counts(limiter: Limiter, clock: FakeClock) -> None:
     key = Scope("key:a", Limits(budget_total=5.0, max_concurrency=1))
     assert (await limiter.admit(ask("r1", key, cost=1.0, ttl=10.0))).admitted
@@ -618,7 +645,14 @@ async def test_a_redis_older_than_7_is_refused_at_the_ping() -> None:
     handled = asyncio.Event()
 
     async def old_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"server\r\n")  # INFO server
+        sent, loads = b"", 0
+        while not sent.endswith(b"server\r\n"):  # the scripts loaded as the connection opens, then INFO server
+            chunk = await reader.read(65536)
+            assert chunk, "the client closed the connection"
+            sent += chunk
+            seen = sent.count(b"$6\r\nSCRIPT\r\n")
+            writer.write(b"$40\r\n%s\r\n" % (b"0" * 40) * (seen - loads))
+            loads = seen
         writer.write(b"$%d\r\n%s\r\n" % (len(info), info))
         writer.close()
         await writer.wait_closed()

@@ -43,6 +43,7 @@ from switchboard.policy.limits import (
     LimiterUnsupported,
     Limits,
     MemoryLimiter,
+    Quota,
     Scope,
 )
 from switchboard.schemas.canonical import ChatRequest, Message
@@ -119,6 +120,9 @@ class Governor:
                 self._model_guards[public] = guards
         self._settling: set[asyncio.Task[None]] = set()
         self._scopes: dict[str, tuple[VirtualKey, tuple[Scope, ...]]] = {}
+        # The guardrails of a requested model with a key's own guardrails (the configuration does not change
+        # under a governor).
+        self._guards: dict[tuple[str, tuple[str, ...]], tuple[Guardrail, ...]] = {}
         self.active = auth.virtual_keys or bool(self.guardrails)
 
     @classmethod
@@ -203,10 +207,17 @@ class Governor:
         if len(request.messages) > limits.max_messages:
             raise InvalidRequest(f"The request has {len(request.messages)} messages; the limit is "
                                  f"{limits.max_messages}.", param="messages", code="too_many_messages")
-        caps = [c for c in (limits.max_tokens, key.max_tokens if key is not None else None) if c is not None]
-        if caps and (request.max_tokens is None or request.max_tokens > min(caps)):
-            request = replace(request, max_tokens=min(caps))
-        guards = self.guards_for(key, request.model)
+        cap = limits.max_tokens
+        if key is not None and key.max_tokens is not None and (cap is None or key.max_tokens < cap):
+            cap = key.max_tokens
+        if cap is not None and (request.max_tokens is None or request.max_tokens > cap):
+            request = replace(request, max_tokens=cap)
+        guards = self._guards.get((request.model, key.guardrails if key is not None else ()))
+        if guards is None:
+            guards = self.guards_for(key, request.model)
+            if len(self._guards) >= _SCOPES_CACHED:
+                self._guards.clear()
+            self._guards[(request.model, key.guardrails if key is not None else ())] = guards
         if not guards:
             return Screened(request)
         if _text_size(request.messages) > _SCAN_INLINE_CHARS:
@@ -320,8 +331,16 @@ _QUOTA_NAMES = {name: (f"x-ratelimit-limit-{name}".encode(), f"x-ratelimit-remai
 
 def quota_headers(admission: Admission) -> Headers:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` from an admission's quota."""
-    out: Headers = []
-    for name, state in admission.quota.items():
+    quota = admission.quota
+    if type(quota) is Quota:  # the usual case: written from the buckets' levels
+        lim, out = quota.limits, []
+        if quota.requests_level is not None and lim.rpm is not None:
+            out += _bucket_headers(_QUOTA_NAMES["requests"], lim.rpm, quota.requests_level)
+        if quota.tokens_level is not None and lim.tpm is not None:
+            out += _bucket_headers(_QUOTA_NAMES["tokens"], lim.tpm, quota.tokens_level)
+        return out
+    out = []
+    for name, state in quota.items():
         names = _QUOTA_NAMES.get(name)
         if names is None:
             names = (f"x-ratelimit-limit-{name}".encode(), f"x-ratelimit-remaining-{name}".encode(),
@@ -329,6 +348,13 @@ def quota_headers(admission: Admission) -> Headers:
         out += ((names[0], b"%d" % state.limit), (names[1], b"%d" % max(0, math.floor(state.remaining))),
                 (names[2], b"%.3fs" % max(0.0, state.reset)))
     return out
+
+
+def _bucket_headers(names: tuple[bytes, bytes, bytes], limit: int, level: float) -> Headers:
+    """The three headers of a bucket ``limit`` deep, refilled in a minute, that holds ``level`` (as
+    :meth:`LimitState.of_bucket` describes it)."""
+    return [(names[0], b"%d" % limit), (names[1], b"%d" % level if level >= 1 else b"0"),
+            (names[2], b"%.3fs" % ((limit - level) * 60.0 / limit) if level < limit else b"0.000s")]
 
 
 def refusal_error(admission: Admission) -> SwitchboardError:

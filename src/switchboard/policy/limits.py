@@ -41,7 +41,7 @@ import functools
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple, Protocol
@@ -58,6 +58,7 @@ __all__ = [
     "LimiterUnsupported",
     "Limits",
     "MemoryLimiter",
+    "Quota",
     "Refusal",
     "Scope",
     "SpendReport",
@@ -142,7 +143,7 @@ class Scope:
             raise ValueError("a scope needs a subject")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per request, and a frozen one costs three times as much to make
 class Ask:
     """One request asking to be admitted: what to reserve, against which scopes, for how long.
 
@@ -201,14 +202,14 @@ class Refusal:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per request
 class Admission:
     """The answer to an ask. ``quota`` describes the first scope's per-minute limits (``"requests"`` for rpm,
     ``"tokens"`` for tpm, each only if configured) after this admission, admitted or not."""
 
     admitted: bool
     refusal: Refusal | None = None
-    quota: dict[str, LimitState] = field(default_factory=dict)
+    quota: Mapping[str, LimitState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,14 +246,42 @@ def _windows_of_day(day: int) -> BudgetWindows:  # every call on one day asks fo
     return BudgetWindows(f"d:{t:%Y%m%d}", (day + 1) * 86400.0, f"m:{t:%Y%m}", next_month.timestamp())
 
 
-def quota_of(limits: Limits, requests_level: float | None, tokens_level: float | None) -> dict[str, LimitState]:
+class Quota(Mapping[str, LimitState]):
+    """The quota an admission reports for a scope with ``limits`` whose buckets hold these levels: a mapping of
+    ``"requests"`` (rpm) and ``"tokens"`` (tpm), each only if limited, to its :class:`LimitState`. The states
+    are made when read; the response headers are written from the levels directly (one is made per request).
+    """
+
+    __slots__ = ("limits", "requests_level", "tokens_level")
+
+    def __init__(self, limits: Limits, requests_level: float | None, tokens_level: float | None) -> None:
+        self.limits = limits
+        self.requests_level = requests_level if limits.rpm is not None else None
+        self.tokens_level = tokens_level if limits.tpm is not None else None
+
+    def __getitem__(self, name: str) -> LimitState:
+        if name == "requests" and self.requests_level is not None and self.limits.rpm is not None:
+            return LimitState.of_bucket(self.limits.rpm, self.requests_level)
+        if name == "tokens" and self.tokens_level is not None and self.limits.tpm is not None:
+            return LimitState.of_bucket(self.limits.tpm, self.tokens_level)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        if self.requests_level is not None:
+            yield "requests"
+        if self.tokens_level is not None:
+            yield "tokens"
+
+    def __len__(self) -> int:
+        return (self.requests_level is not None) + (self.tokens_level is not None)
+
+    def __repr__(self) -> str:
+        return f"Quota({dict(self)!r})"
+
+
+def quota_of(limits: Limits, requests_level: float | None, tokens_level: float | None) -> Quota:
     """The quota an admission reports for a scope with ``limits`` whose buckets hold these levels."""
-    quota: dict[str, LimitState] = {}
-    if limits.rpm is not None and requests_level is not None:
-        quota["requests"] = LimitState.of_bucket(limits.rpm, requests_level)
-    if limits.tpm is not None and tokens_level is not None:
-        quota["tokens"] = LimitState.of_bucket(limits.tpm, tokens_level)
-    return quota
+    return Quota(limits, requests_level, tokens_level)
 
 
 def refusal_of(ask: Ask, scope: Scope, limit: LimitName, retry_after: float | None, used: float,
@@ -527,7 +556,7 @@ class MemoryLimiter:
         return None
 
     @staticmethod
-    def _quota(scope: Scope, account: _Account, now: float) -> dict[str, LimitState]:
+    def _quota(scope: Scope, account: _Account, now: float) -> Quota:
         lim = scope.limits
         return quota_of(lim, None if lim.rpm is None else account.level("rpm", lim.rpm, now),
                         None if lim.tpm is None else account.level("tpm", lim.tpm, now))

@@ -1,5 +1,6 @@
 """The :class:`~switchboard.policy.limits.Limiter` shared by every gateway process: one Redis, one Lua script
-per admission and one per settlement, so each is a single atomic round trip.
+per admission, so each is a single atomic round trip, and one for the settlements a process finished in one
+turn of its event loop.
 
 The scripts read the time from Redis (``TIME``) unless the caller passes one, so the processes' clocks do
 not matter. Each admission first purges its subjects' expired reservations (a crashed request's), then
@@ -34,6 +35,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -69,6 +71,8 @@ log = logging.getLogger("switchboard.policy")
 _MARGIN = 60.0
 #: Expired reservations purged per subject and call (the rest on the next calls; until then they count).
 _PURGE_BATCH = 256
+#: Settlements sent in one script call at most (more in one turn of the event loop leave in several).
+_SETTLE_BATCH = 512
 
 _PRELUDE = Template(r"""
 local MARGIN, EPS, SLACK, KEPT, LATE = $margin, $eps, $slack, $kept, $late
@@ -258,46 +262,69 @@ end
 return answer('1', '', 0, '', 0, 0)
 """).substitute(conc_retry=CONCURRENCY_RETRY_AFTER)
 
-# KEYS: the key base of each subject. ARGV: now ('' = Redis TIME), request id, tokens, cost, release ('1'|'0').
-_SETTLE = _PRELUDE + r"""
-local now = clock(ARGV[1])
-local rid, tokens, cost, release = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local w = windows(now)
-for i = 1, #KEYS do
-  local base = KEYS[i]
+# Settle request `rid` for the subject at `base`: its reservation goes (its unused tokens back to the tpm bucket)
+# and, unless only released, its cost is spent; then it is marked settled, so a repeat counts nothing.
+_SETTLE_ONE = r"""
+local function settle(base, now, w, rid, tokens, cost, release)
   local live = purge(base, now)
   local done = base .. 'done'
   redis.call('ZREMRANGEBYSCORE', done, '-inf', fmt(now))
-  if not redis.call('ZSCORE', done, rid) then
-    local r = live > 0 and redis.call('HGET', base .. 'resd', rid)
-    if r then
-      local rc, rt = string.match(r, '^(%S+) (%S+) %S+$')
-      if live == 1 then
-        redis.call('DEL', base .. 'res', base .. 'resd', base .. 'held')  -- the last one: no float drift
-      else
-        redis.call('ZREM', base .. 'res', rid)
-        redis.call('HDEL', base .. 'resd', rid)
-        redis.call('INCRBYFLOAT', base .. 'held', fmt(-tonumber(rc)))
-      end
-      local key = base .. 'tpm'
-      local v = redis.call('HMGET', key, 'l', 't', 'c')
-      if v[3] then
-        local cap = tonumber(v[3])
-        local l = math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60)
-        put_level(key, cap, l + tonumber(rt) - tokens, now, 0, true)
-      end
+  if redis.call('ZSCORE', done, rid) then return end
+  local r = live > 0 and redis.call('HGET', base .. 'resd', rid)
+  if r then
+    local rc, rt = string.match(r, '^(%S+) (%S+) %S+$')
+    if live == 1 then
+      redis.call('DEL', base .. 'res', base .. 'resd', base .. 'held')  -- the last one: no float drift
+    else
+      redis.call('ZREM', base .. 'res', rid)
+      redis.call('HDEL', base .. 'resd', rid)
+      redis.call('INCRBYFLOAT', base .. 'held', fmt(-tonumber(rc)))
     end
-    if not release and cost > 0 then
-      redis.call('INCRBYFLOAT', base .. 'spend:t', fmt(cost))
-      for _, win in ipairs({{w.day, w.day_end}, {w.month, w.month_end}}) do
-        local key = base .. 'spend:' .. win[1]
-        redis.call('INCRBYFLOAT', key, fmt(cost))
-        redis.call('PEXPIRE', key, string.format('%d', math.ceil((win[2] + KEPT - now) * 1000)))
-      end
+    local key = base .. 'tpm'
+    local v = redis.call('HMGET', key, 'l', 't', 'c')
+    if v[3] then
+      local cap = tonumber(v[3])
+      local l = math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60)
+      put_level(key, cap, l + tonumber(rt) - tokens, now, 0, true)
     end
-    redis.call('ZADD', done, fmt(now + LATE), rid)
-    keep(done, LATE + MARGIN)
   end
+  if not release and cost > 0 then
+    redis.call('INCRBYFLOAT', base .. 'spend:t', fmt(cost))
+    for _, win in ipairs({{w.day, w.day_end}, {w.month, w.month_end}}) do
+      local key = base .. 'spend:' .. win[1]
+      redis.call('INCRBYFLOAT', key, fmt(cost))
+      redis.call('PEXPIRE', key, string.format('%d', math.ceil((win[2] + KEPT - now) * 1000)))
+    end
+  end
+  redis.call('ZADD', done, fmt(now + LATE), rid)
+  keep(done, LATE + MARGIN)
+end
+"""
+
+# KEYS: the key base of each subject. ARGV: now ('' = Redis TIME), request id, tokens, cost, release ('1'|'0').
+_SETTLE = _PRELUDE + _SETTLE_ONE + r"""
+local now = clock(ARGV[1])
+local rid, tokens, cost, release = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local w = windows(now)
+for i = 1, #KEYS do settle(KEYS[i], now, w, rid, tokens, cost, release) end
+return 1
+"""
+
+# Many settlements in one call (what a process finished in one turn of its event loop), in order.
+# KEYS: the key bases of their subjects. ARGV: five per settlement: now ('' = Redis TIME), the index of its
+# subject's key base in KEYS, request id, tokens, cost.
+_SETTLE_MANY = _PRELUDE + _SETTLE_ONE + r"""
+local server_now, w_at, w = nil, nil, nil
+for j = 1, #ARGV, 5 do
+  local now
+  if ARGV[j] == '' then
+    server_now = server_now or clock('')
+    now = server_now
+  else
+    now = tonumber(ARGV[j])
+  end
+  if now ~= w_at then w, w_at = windows(now), now end
+  settle(KEYS[tonumber(ARGV[j + 1])], now, w, ARGV[j + 2], tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4]), false)
 end
 return 1
 """
@@ -348,14 +375,19 @@ class RedisLimiter:
         self._clock = clock
         # Admitting and settling are idempotent per request id, so the client's one retry after a lost
         # answer takes nothing twice.
-        self._redis = RedisClient(url, timeout=timeout)
-        self._where = self._redis.where
         self._admit = Script(_ADMIT)
         self._settle = Script(_SETTLE)
+        self._settle_many = Script(_SETTLE_MANY)
         self._usage = Script(_USAGE)
+        self._redis = RedisClient(url, timeout=timeout, scripts=(self._admit, self._settle, self._settle_many))
+        self._where = self._redis.where
         # The key base and limit arguments of the scopes seen lately (callers reuse their Scope objects).
         self._scope_args: dict[int, tuple[Scope, bytes, bytes]] = {}
-        self._subject_keys: dict[str, bytes] = {}  # subject → the encoded "1 <key base>" of a settlement
+        # Settlements waiting for the end of this turn of the event loop, then sent as one script call: the
+        # encoded arguments of each, and the key bases they name (→ their index in the call's KEYS).
+        self._pending: list[bytes] = []
+        self._pending_keys: dict[str, int] = {}
+        self._send_scheduled = False
 
     def _base(self, subject: str) -> str:
         return f"{self.prefix}{{{subject}}}:"
@@ -366,6 +398,8 @@ class RedisLimiter:
         return "" if now is None else repr(float(now))
 
     async def _call(self, call: Awaitable[Any]) -> Any:
+        if self._pending:  # settlements made earlier go first: commands reach Redis in the order they were made
+            self._send_settlements()
         try:
             return await call
         except (RedisUnavailable, ReplyError) as exc:
@@ -399,7 +433,12 @@ class RedisLimiter:
             parts = [self._scope_parts(scope) for scope in scopes]
             body = b"".join([bulk([len(scopes)]), *(k for k, _ in parts), dynamic, *(lim for _, lim in parts)])
         count = 1 + len(scopes) + 5 + 6 * len(scopes)
-        out = cast(str, await self._call(self._redis.run_encoded(self._admit, count, body)))
+        if self._pending:  # as in _call, without its coroutine: this is the request path
+            self._send_settlements()
+        try:
+            out = cast(str, await self._redis.run_encoded(self._admit, count, body))
+        except (RedisUnavailable, ReplyError) as exc:
+            raise LimiterUnavailable(f"redis at {self._where}: {exc}") from exc
         admitted, limit, index, retry, used, reserved, rpm_level, tpm_level = out.split("|")
         quota = quota_of(scopes[0].limits, float(rpm_level) if rpm_level else None,
                          float(tpm_level) if tpm_level else None)
@@ -416,25 +455,39 @@ class RedisLimiter:
         await self._finish(request_id, scopes, tokens, cost, release=False, now=now)
 
     def settle_nowait(self, request_id: str, subject: str, tokens: int, cost: float) -> None:
-        """:meth:`settle` one subject without waiting for the answer (the request path's way: the settlement
-        joins the next pipelined write). A failure is logged; the reservation then expires by itself."""
+        """:meth:`settle` one subject without waiting for the answer (the request path's way). The settlements
+        of one turn of the event loop leave together, as one script call, before any later command of this
+        limiter. A failure is logged; the reservations then expire by themselves."""
         if tokens < 0 or not (math.isfinite(cost) and cost >= 0):
             raise ValueError("tokens and cost must be ≥ 0")
-        key = self._subject_keys.get(subject)
-        if key is None:
-            if len(self._subject_keys) >= 10_000:
-                self._subject_keys.clear()
-            key = self._subject_keys[subject] = b"$1\r\n1\r\n" + bulk([self._base(subject)])
-        now, spent, cost_text = self._now(None), str(int(tokens)), repr(float(cost))
+        base = self._base(subject)
+        index = self._pending_keys.get(base)
+        if index is None:
+            index = self._pending_keys[base] = len(self._pending_keys) + 1
+        now, at, spent, cost_text = self._now(None), str(index), str(int(tokens)), repr(float(cost))
         if request_id.isascii():  # request ids are: encoded in one go, as an admission's are
-            args = (f"${len(now)}\r\n{now}\r\n${len(request_id)}\r\n{request_id}\r\n${len(spent)}\r\n{spent}\r\n"
-                    f"${len(cost_text)}\r\n{cost_text}\r\n$1\r\n0\r\n").encode()
+            self._pending.append(
+                f"${len(now)}\r\n{now}\r\n${len(at)}\r\n{at}\r\n${len(request_id)}\r\n{request_id}\r\n"
+                f"${len(spent)}\r\n{spent}\r\n${len(cost_text)}\r\n{cost_text}\r\n".encode())
         else:
-            args = bulk([now, request_id, spent, cost_text, "0"])
-        self._redis.run_nowait(self._settle, 7, key + args, self._settle_failed)
+            self._pending.append(bulk([now, at, request_id, spent, cost_text]))
+        if len(self._pending) >= _SETTLE_BATCH:
+            self._send_settlements()
+        elif not self._send_scheduled:
+            self._send_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_settlements)
+
+    def _send_settlements(self) -> None:
+        self._send_scheduled = False
+        pending, keys = self._pending, self._pending_keys
+        if not pending:
+            return
+        self._pending, self._pending_keys = [], {}
+        body = b"".join([bulk([len(keys), *keys]), *pending])
+        self._redis.run_nowait(self._settle_many, 1 + len(keys) + 5 * len(pending), body, self._settle_failed)
 
     def _settle_failed(self, exc: BaseException) -> None:
-        log.error("redis at %s: a settlement failed (its reservation expires by itself): %s", self._where, exc)
+        log.error("redis at %s: settlements failed (their reservations expire by themselves): %s", self._where, exc)
 
     async def release(self, request_id: str, scopes: Sequence[Scope] | Sequence[str], *,
                       now: float | None = None) -> None:
@@ -486,4 +539,5 @@ class RedisLimiter:
             raise LimiterUnsupported(f"redis at {self._where} is version {version}; limits need Redis 7.0 or newer")
 
     async def aclose(self) -> None:
+        self._send_settlements()
         await self._redis.aclose()

@@ -222,9 +222,11 @@ class _Connection(asyncio.Protocol):
 
 
 class RedisClient:
-    """A pipelining client over one connection (opened on first use, reopened after a failure)."""
+    """A pipelining client over one connection (opened on first use, reopened after a failure). ``scripts`` are
+    loaded whenever a connection opens: a script the server has forgotten otherwise costs its first caller a
+    second try, which later commands may overtake."""
 
-    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 2.0, scripts: Sequence[Script] = ()) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"a Redis URL starts with redis:// or rediss://, not {parts.scheme}://")
@@ -242,6 +244,8 @@ class RedisClient:
         self._background: set[asyncio.Future[Any]] = set()
         self._detached = 0  # commands of run_nowait not answered yet
         self._drained: asyncio.Event | None = None
+        # Loaded on every new connection, so that they run by digest from the first call, in the order made.
+        self._scripts = tuple(scripts)
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -270,6 +274,7 @@ class RedisClient:
             hello.append(conn.send(encode(auth)))
         if self._db:
             hello.append(conn.send(encode(["SELECT", self._db])))
+        hello.extend(conn.send(encode(["SCRIPT", "LOAD", script.source])) for script in self._scripts)
         try:
             for fut in hello:
                 await fut
@@ -304,7 +309,9 @@ class RedisClient:
         payload = b"*%d\r\n%s%s" % (count + 2, script.head, body)
         reconnected = loaded = False  # one more try after each: a new connection, loading the script
         while True:
-            conn = await self._connection()
+            conn = self._conn
+            if conn is None or conn.lost is not None:
+                conn = await self._connection()
             try:
                 return await conn.send(payload)
             except RedisUnavailable:
