@@ -262,59 +262,81 @@ end
 return answer('1', '', 0, '', 0, 0)
 """).substitute(conc_retry=CONCURRENCY_RETRY_AFTER)
 
-# Settle request `rid` for the subject at `base`: its reservation goes (its unused tokens back to the tpm bucket)
-# and, unless only released, its cost is spent; then it is marked settled, so a repeat counts nothing.
-_SETTLE_ONE = r"""
-local function settle(base, now, w, rid, tokens, cost, release)
+# Settle requests `rids` (with the tokens and dollars each used) for the subject at `base`, in order, at `now`:
+# their reservations go (unused tokens back to the tpm bucket) and, unless only released, their cost is spent;
+# then they are marked settled, so a repeat counts nothing. A constant number of calls however many there are.
+_SETTLE_GROUP = r"""
+local function settle(base, now, w, rids, tokens, costs, release)
   local live = purge(base, now)
   local done = base .. 'done'
   redis.call('ZREMRANGEBYSCORE', done, '-inf', fmt(now))
-  if redis.call('ZSCORE', done, rid) then return end
-  local r = live > 0 and redis.call('HGET', base .. 'resd', rid)
-  if r then
-    local rc, rt = string.match(r, '^(%S+) (%S+) %S+$')
-    if live == 1 then
-      redis.call('DEL', base .. 'res', base .. 'resd', base .. 'held')  -- the last one: no float drift
-    else
-      redis.call('ZREM', base .. 'res', rid)
-      redis.call('HDEL', base .. 'resd', rid)
-      redis.call('INCRBYFLOAT', base .. 'held', fmt(-tonumber(rc)))
+  local seen, todo, fresh = redis.call('ZMSCORE', done, unpack(rids)), {}, {}
+  for i, rid in ipairs(rids) do
+    if not seen[i] and not fresh[rid] then fresh[rid] = true todo[#todo + 1] = i end
+  end
+  if #todo == 0 then return end
+  local names = {}
+  for n, i in ipairs(todo) do names[n] = rids[i] end
+  if live > 0 then
+    local gone, held, refunds = {}, 0, {}
+    for n, r in ipairs(redis.call('HMGET', base .. 'resd', unpack(names))) do
+      if r then
+        local rc, rt = string.match(r, '^(%S+) (%S+) %S+$')
+        gone[#gone + 1] = names[n]
+        held = held + tonumber(rc)
+        refunds[#refunds + 1] = tonumber(rt) - tokens[todo[n]]
+      end
     end
-    local key = base .. 'tpm'
-    local v = redis.call('HMGET', key, 'l', 't', 'c')
-    if v[3] then
-      local cap = tonumber(v[3])
-      local l = math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60)
-      put_level(key, cap, l + tonumber(rt) - tokens, now, 0, true)
+    if #gone > 0 then
+      if #gone >= live then
+        redis.call('DEL', base .. 'res', base .. 'resd', base .. 'held')  -- the last ones: no float drift
+      else
+        redis.call('ZREM', base .. 'res', unpack(gone))
+        redis.call('HDEL', base .. 'resd', unpack(gone))
+        redis.call('INCRBYFLOAT', base .. 'held', fmt(-held))
+      end
+      local key = base .. 'tpm'
+      local v = redis.call('HMGET', key, 'l', 't', 'c')
+      if v[3] then
+        local cap = tonumber(v[3])
+        local l = math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60)
+        for _, back in ipairs(refunds) do l = math.min(cap, l + back) end  -- as if one by one
+        put_level(key, cap, l, now, 0, true)
+      end
     end
   end
-  if not release and cost > 0 then
-    redis.call('INCRBYFLOAT', base .. 'spend:t', fmt(cost))
+  local spent = 0
+  if not release then
+    for _, i in ipairs(todo) do spent = spent + costs[i] end
+  end
+  if spent > 0 then
+    redis.call('INCRBYFLOAT', base .. 'spend:t', fmt(spent))
     for _, win in ipairs({{w.day, w.day_end}, {w.month, w.month_end}}) do
       local key = base .. 'spend:' .. win[1]
-      redis.call('INCRBYFLOAT', key, fmt(cost))
+      redis.call('INCRBYFLOAT', key, fmt(spent))
       redis.call('PEXPIRE', key, string.format('%d', math.ceil((win[2] + KEPT - now) * 1000)))
     end
   end
-  redis.call('ZADD', done, fmt(now + LATE), rid)
+  local marks, expires = {}, fmt(now + LATE)
+  for n, name in ipairs(names) do marks[2 * n - 1], marks[2 * n] = expires, name end
+  redis.call('ZADD', done, unpack(marks))
   keep(done, LATE + MARGIN)
 end
 """
 
 # KEYS: the key base of each subject. ARGV: now ('' = Redis TIME), request id, tokens, cost, release ('1'|'0').
-_SETTLE = _PRELUDE + _SETTLE_ONE + r"""
+_SETTLE = _PRELUDE + _SETTLE_GROUP + r"""
 local now = clock(ARGV[1])
-local rid, tokens, cost, release = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local w = windows(now)
-for i = 1, #KEYS do settle(KEYS[i], now, w, rid, tokens, cost, release) end
+for i = 1, #KEYS do settle(KEYS[i], now, w, {ARGV[2]}, {tonumber(ARGV[3])}, {tonumber(ARGV[4])}, ARGV[5] == '1') end
 return 1
 """
 
-# Many settlements in one call (what a process finished in one turn of its event loop), in order.
+# Many settlements in one call (what a process finished in one turn of its event loop), grouped by subject.
 # KEYS: the key bases of their subjects. ARGV: five per settlement: now ('' = Redis TIME), the index of its
 # subject's key base in KEYS, request id, tokens, cost.
-_SETTLE_MANY = _PRELUDE + _SETTLE_ONE + r"""
-local server_now, w_at, w = nil, nil, nil
+_SETTLE_MANY = _PRELUDE + _SETTLE_GROUP + r"""
+local server_now, groups, order = nil, {}, {}
 for j = 1, #ARGV, 5 do
   local now
   if ARGV[j] == '' then
@@ -323,8 +345,20 @@ for j = 1, #ARGV, 5 do
   else
     now = tonumber(ARGV[j])
   end
-  if now ~= w_at then w, w_at = windows(now), now end
-  settle(KEYS[tonumber(ARGV[j + 1])], now, w, ARGV[j + 2], tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4]), false)
+  local id = ARGV[j + 1] .. ' ' .. fmt(now)
+  local g = groups[id]
+  if not g then
+    g = {KEYS[tonumber(ARGV[j + 1])], now, {}, {}, {}}
+    groups[id] = g
+    order[#order + 1] = g
+  end
+  local n = #g[3] + 1
+  g[3][n], g[4][n], g[5][n] = ARGV[j + 2], tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
+end
+local w, w_at = nil, nil
+for _, g in ipairs(order) do
+  if g[2] ~= w_at then w, w_at = windows(g[2]), g[2] end
+  settle(g[1], g[2], w, g[3], g[4], g[5], false)
 end
 return 1
 """
