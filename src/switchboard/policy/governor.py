@@ -20,7 +20,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -105,6 +105,8 @@ class Governor:
             assert keys is not None and auth.secret is not None  # the config requires the secret
             self.authenticator = KeyAuthenticator(keys, auth.secret.get_secret_value().encode(), auth.cache_ttl)
         self.limiter = limiter
+        # The limiter's way of settling without a coroutine, when it has one.
+        self._settle_nowait: Callable[[str, str, int, float], None] | None = getattr(limiter, "settle_nowait", None)
         if guardrails is None:
             guardrails = {name: build_guardrail(name, g) for name, g in config.guardrails.items()}
         self.guardrails = dict(guardrails)
@@ -295,7 +297,7 @@ class Governor:
         if not admitted or self.limiter is None or rec.key_id is None:
             return
         subject, tokens = f"key:{rec.key_id}", rec.input_tokens + rec.output_tokens
-        settle_nowait = getattr(self.limiter, "settle_nowait", None)
+        settle_nowait = self._settle_nowait
         if settle_nowait is not None:
             settle_nowait(rec.request_id, subject, tokens, rec.cost_usd)
             return

@@ -498,7 +498,8 @@ class RedisLimiter:
         index = self._pending_keys.get(base)
         if index is None:
             index = self._pending_keys[base] = len(self._pending_keys) + 1
-        now, at, spent, cost_text = self._now(None), str(index), str(int(tokens)), repr(float(cost))
+        now = "" if self._clock is None else repr(float(self._clock()))
+        at, spent, cost_text = str(index), str(int(tokens)), repr(float(cost))
         if request_id.isascii():  # request ids are: encoded in one go, as an admission's are
             self._pending.append(
                 f"${len(now)}\r\n{now}\r\n${len(at)}\r\n{at}\r\n${len(request_id)}\r\n{request_id}\r\n"
