@@ -214,12 +214,13 @@ class Governor:
             cap = key.max_tokens
         if cap is not None and (request.max_tokens is None or request.max_tokens > cap):
             request = replace(request, max_tokens=cap)
-        guards = self._guards.get((request.model, key.guardrails if key is not None else ()))
+        which = (request.model, key.guardrails if key is not None else ())
+        guards = self._guards.get(which)
         if guards is None:
             guards = self.guards_for(key, request.model)
             if len(self._guards) >= _SCOPES_CACHED:
                 self._guards.clear()
-            self._guards[(request.model, key.guardrails if key is not None else ())] = guards
+            self._guards[which] = guards
         if not guards:
             return Screened(request)
         if _text_size(request.messages) > _SCAN_INLINE_CHARS:
