@@ -310,6 +310,9 @@ def _connect(path: str | Path, *, readonly: bool, busy_timeout: float) -> sqlite
 
 
 def _to_row(r: RequestRecord) -> Row:
+    # The two booleans go in as the integers SQLite stores them as: the sqlite3 module binds an int, float or
+    # str directly, but any other type (bool included) through a failed adapter lookup that raises and
+    # clears two AttributeErrors, which cost more per row than binding all the other columns.
     return (
         r.request_id,
         r.started_at,
@@ -320,7 +323,7 @@ def _to_row(r: RequestRecord) -> Row:
         r.deployment,
         r.provider,
         r.upstream_model,
-        r.stream,
+        1 if r.stream else 0,
         r.status,
         r.error_type,
         r.error_message,
@@ -332,7 +335,7 @@ def _to_row(r: RequestRecord) -> Row:
         r.cached_tokens,
         r.reasoning_tokens,
         r.cost_usd,
-        r.partial,
+        1 if r.partial else 0,
         r.unsatisfactory,
         orjson.dumps(redact_metadata(r.metadata)).decode() if r.metadata else "{}",
         r.router,
