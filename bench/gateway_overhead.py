@@ -206,9 +206,11 @@ def start_passthrough(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Seque
 def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],
                       record: bool = True, *, records_config: dict[str, Any] | None = None,
                       name: str = "switchboard", note: str | None = None, extra: dict[str, Any] | None = None,
-                      env: dict[str, str] | None = None) -> Target:
+                      env: dict[str, str] | None = None, wrap: Sequence[str] = (),
+                      ready_timeout_s: float = 60.0) -> Target:
     """Switchboard in front of the simulator; ``records_config`` replaces the records section (SQLite in
-    the run directory by default); ``extra`` adds configuration sections, ``env`` environment variables."""
+    the run directory by default); ``extra`` adds configuration sections, ``env`` environment variables;
+    ``wrap`` goes before the command (a profiler that runs it, such as valgrind)."""
     records = run_dir / f"{name}-records.db" if name != "switchboard" else run_dir / "records.db"
     cfg = run_dir / f"{name}.yaml"
     cfg.write_text(json.dumps({
@@ -221,10 +223,10 @@ def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Seque
     port = free_port()
     script = Path(sys.executable).with_name("switchboard")
     prefix = [str(script)] if script.exists() else python_entry("switchboard.cli.main", [])
-    proc = ServerProcess(name, [*prefix, "serve", "--config", str(cfg), "--host", "127.0.0.1",
+    proc = ServerProcess(name, [*wrap, *prefix, "serve", "--config", str(cfg), "--host", "127.0.0.1",
                                 "--port", str(port)], run_dir, cpus=plan.gateway,
                          env=None if env is None else {**os.environ, **env})
-    took = proc.wait_http_ok(port, "/health/ready", timeout_s=60)
+    took = proc.wait_http_ok(port, "/health/ready", timeout_s=ready_timeout_s)
     if note is None:
         note = f"request records on (SQLite, {records.name})" if record else "request records OFF"
     return Target(name, port, {}, proc, took, notes=[note])
