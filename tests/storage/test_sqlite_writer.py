@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -288,12 +289,30 @@ def test_switching_to_wal_waits_for_another_process_and_gives_up_after_its_timeo
 
 @pytest.mark.parametrize("flags", [(True, True), (False, False)])
 def test_rows_bind_only_types_the_sqlite3_module_takes_without_an_adapter(flags: tuple[bool, bool]) -> None:
-    # Any other type (a bool included) costs the module a failed adapter lookup per value, which used to be
-    # an eighth of the writer's work; the booleans read back as booleans all the same.
-    from switchboard.storage.sqlite import COLUMNS, _to_row
+    # Any other type (None and bool included) costs the module a failed adapter lookup per value; the
+    # booleans read back as booleans all the same.
+    from switchboard.storage.sqlite import COLUMNS, _full, _to_row
 
     stream, partial = flags
     record = make_record(3, stream=stream, partial=partial, error_type="timeout", metadata={"team": "a"})
-    row = _to_row(record)
-    assert {type(v) for v in row} <= {int, float, str, type(None)}
-    assert row[COLUMNS.index("stream")] == int(stream) and row[COLUMNS.index("partial")] == int(partial)
+    mask, values = _to_row(record)
+    assert {type(v) for v in values} <= {int, float, str}
+    assert len(values) == mask.bit_count()
+    full = _full((mask, values))
+    assert full[COLUMNS.index("stream")] == int(stream) and full[COLUMNS.index("partial")] == int(partial)
+
+
+def test_a_rows_mask_names_exactly_the_columns_it_has_values_for() -> None:
+    from switchboard.storage.sqlite import COLUMNS, _full, _to_row
+
+    bare = RequestRecord(request_id="r", started_at=1.0, endpoint="chat", dialect="openai")
+    filled = {"caller": "u", "public_model": "m", "deployment": "d", "provider": "p", "upstream_model": "um",
+              "error_type": "E", "error_message": "boom", "ttft_ms": 2.5, "unsatisfactory": "refusal",
+              "router": "auto", "route": {"chosen": "m"}, "key_id": "k", "team": "t", "prompt": "hi",
+              "completion": "yo"}
+    empty = {c for c, v in zip(COLUMNS, _full(_to_row(bare)), strict=True) if v is None}
+    assert empty == set(filled)  # every nullable column, and no other, is left out of a bare record
+    for column, value in filled.items():  # each on its own lands in its own column
+        got = _full(_to_row(dataclasses.replace(bare, **{column: value})))
+        assert {c for c, v in zip(COLUMNS, got, strict=True) if v is None} == set(filled) - {column}
+        assert got[COLUMNS.index(column)] == (value if column != "route" else '{"chosen":"m"}')

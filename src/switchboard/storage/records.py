@@ -276,6 +276,11 @@ class ErasureLedger:
         if self._erased:
             self._erased = {k: at for k, at in self._erased.items() if at > now - self._horizon}
 
+    @property
+    def erasing(self) -> bool:
+        """Whether any recent erasure may still drop a queued record (else :meth:`keep` keeps everything)."""
+        return bool(self._erased)
+
     def keep(self, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
         """``rows`` without those of an erased subject that started before its erasure."""
         if not self._erased:

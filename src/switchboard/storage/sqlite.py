@@ -206,9 +206,9 @@ _ROWS_PER_INSERT = 256
 
 
 @functools.lru_cache(maxsize=256)
-def _insert_rows(present: tuple[bool, ...], n: int) -> str:
-    """One INSERT of ``n`` rows that sets the columns marked in ``present`` (the others are NULL)."""
-    names = [c for c, there in zip(COLUMNS, present, strict=True) if there]
+def _insert_rows(mask: int, n: int) -> str:
+    """One INSERT of ``n`` rows that sets the columns whose bits are set in ``mask`` (the others are NULL)."""
+    names = [c for i, c in enumerate(COLUMNS) if mask >> i & 1]
     one = f"({', '.join('?' * len(names))})"
     return f"INSERT OR REPLACE INTO requests ({', '.join(names)}) VALUES {', '.join([one] * n)}"
 
@@ -217,33 +217,32 @@ def _insert(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
     """Insert ``rows`` (a reused request id replaces the older row rather than failing the whole batch it
     travels in, and within ``rows`` the last one wins).
 
-    Rows go in by the set of columns they have values for, and those values only: binding ``None``
-    costs the sqlite3 module a failed adaptation lookup, and most of a record's columns are usually empty
-    (no error, no key, no router …), so binding them would take a third of the writer's time. Each such
-    group goes in with a few multi-row statements (pieces of 256, 128, … rows, each prepared once). A
-    statement runs as one step, which releases the GIL once: row by row (``executemany``) the writer thread
-    would take the GIL back from the request path once per row."""
-    groups: dict[tuple[bool, ...], list[object]] = {}
-    for row in {row[0]: row for row in rows}.values():
-        present = tuple([v is not None for v in row])
-        values = groups.get(present)
+    Rows go in by the set of columns they have values for (their mask, see :func:`_to_row`), and those values
+    only: most of a record's columns are usually empty (no error, no key, no router …). Each such group goes
+    in with a few multi-row statements (pieces of 256, 128, … rows, each prepared once). A statement runs as
+    one step, which releases the GIL once: row by row (``executemany``) the writer thread would take the GIL
+    back from the request path once per row."""
+    groups: dict[int, list[object]] = {}
+    for mask, row_values in {row[1][0]: row for row in rows}.values():
+        values = groups.get(mask)
         if values is None:
-            values = groups[present] = []
-        values.extend([v for v in row if v is not None])
-    for present, values in groups.items():
-        width = sum(present)
+            values = groups[mask] = []
+        values += row_values
+    for mask, values in groups.items():
+        width = mask.bit_count()
         count = len(values) // width
         start = 0
         while start < count:
             n = min(_ROWS_PER_INSERT, 1 << ((count - start).bit_length() - 1))
-            conn.execute(_insert_rows(present, n), values[start * width:(start + n) * width])
+            conn.execute(_insert_rows(mask, n), values[start * width:(start + n) * width])
             start += n
 
 
 _SELECT = f"SELECT rowid, {', '.join(COLUMNS)} FROM requests"
 _DELETE_CHUNK = 5_000  # rows per retention transaction, so the writer never waits long on it
 
-Row = tuple[object, ...]
+#: A record ready to insert: (mask of its non-empty columns, their values); see :func:`_to_row`.
+Row = tuple[int, list[object]]
 
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
@@ -309,42 +308,78 @@ def _connect(path: str | Path, *, readonly: bool, busy_timeout: float) -> sqlite
     )
 
 
+#: Bit i of a row's mask stands for ``COLUMNS[i]``; these columns are never NULL.
+_ALWAYS = sum(1 << COLUMNS.index(c) for c in (
+    "request_id", "started_at", "endpoint", "dialect", "stream", "status", "attempts", "latency_ms", "input_tokens",
+    "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "partial", "metadata"))
+
+
 def _to_row(r: RequestRecord) -> Row:
-    # The two booleans go in as the integers SQLite stores them as: the sqlite3 module binds an int, float or
-    # str directly, but any other type (bool included) through a failed adapter lookup that raises and
-    # clears two AttributeErrors, which cost more per row than binding all the other columns.
-    return (
-        r.request_id,
-        r.started_at,
-        r.endpoint,
-        r.dialect,
-        r.caller,
-        r.public_model,
-        r.deployment,
-        r.provider,
-        r.upstream_model,
-        1 if r.stream else 0,
-        r.status,
-        r.error_type,
-        r.error_message,
-        orjson.dumps(r.attempts).decode(),
-        r.latency_ms,
-        r.ttft_ms,
-        r.input_tokens,
-        r.output_tokens,
-        r.cached_tokens,
-        r.reasoning_tokens,
-        r.cost_usd,
-        1 if r.partial else 0,
-        r.unsatisfactory,
-        orjson.dumps(redact_metadata(r.metadata)).decode() if r.metadata else "{}",
-        r.router,
-        None if r.route is None else orjson.dumps(redact_route(r.route)).decode(),
-        r.key_id,
-        r.team,
-        None if r.prompt is None else redact(r.prompt),
-        None if r.completion is None else redact(r.completion),
-    )
+    """The record as (mask of the columns it has a value for, those values in ``COLUMNS`` order).
+
+    Only values are bound, never ``None``, and only of the types the sqlite3 module binds directly (int, float,
+    str): any other type, ``None`` and ``bool`` included, goes through a failed adapter lookup first, which costs
+    more than binding a value. Building the values and the mask in one pass, column by column, costs about half
+    of making the whole tuple and sorting out its empty columns afterwards."""
+    v: list[object] = [r.request_id, r.started_at, r.endpoint, r.dialect]
+    m = _ALWAYS
+    if r.caller is not None:
+        v.append(r.caller)
+        m |= 1 << 4
+    if r.public_model is not None:
+        v.append(r.public_model)
+        m |= 1 << 5
+    if r.deployment is not None:
+        v.append(r.deployment)
+        m |= 1 << 6
+    if r.provider is not None:
+        v.append(r.provider)
+        m |= 1 << 7
+    if r.upstream_model is not None:
+        v.append(r.upstream_model)
+        m |= 1 << 8
+    v += (1 if r.stream else 0, r.status)
+    if r.error_type is not None:
+        v.append(r.error_type)
+        m |= 1 << 11
+    if r.error_message is not None:
+        v.append(r.error_message)
+        m |= 1 << 12
+    v += (orjson.dumps(r.attempts).decode(), r.latency_ms)
+    if r.ttft_ms is not None:
+        v.append(r.ttft_ms)
+        m |= 1 << 15
+    v += (r.input_tokens, r.output_tokens, r.cached_tokens, r.reasoning_tokens, r.cost_usd, 1 if r.partial else 0)
+    if r.unsatisfactory is not None:
+        v.append(r.unsatisfactory)
+        m |= 1 << 22
+    v.append(orjson.dumps(redact_metadata(r.metadata)).decode() if r.metadata else "{}")
+    if r.router is not None:
+        v.append(r.router)
+        m |= 1 << 24
+    if r.route is not None:
+        v.append(orjson.dumps(redact_route(r.route)).decode())
+        m |= 1 << 25
+    if r.key_id is not None:
+        v.append(r.key_id)
+        m |= 1 << 26
+    if r.team is not None:
+        v.append(r.team)
+        m |= 1 << 27
+    if r.prompt is not None:
+        v.append(redact(r.prompt))
+        m |= 1 << 28
+    if r.completion is not None:
+        v.append(redact(r.completion))
+        m |= 1 << 29
+    return m, v
+
+
+def _full(row: Row) -> tuple[object, ...]:
+    """A row as one value per column of ``COLUMNS``, ``None`` for the empty ones (what the erasure ledger reads)."""
+    mask, values = row
+    it = iter(values)
+    return tuple(next(it) if mask >> i & 1 else None for i in range(len(COLUMNS)))
 
 
 def _attempt(data: dict[str, Any]) -> Attempt:
@@ -719,7 +754,11 @@ class SQLiteRecordWriter:
                 ledger = self._ledger
                 ledger.learn(conn.execute("SELECT id, field, digest, at FROM erasures WHERE id > ?",
                                           (ledger.last_id,)).fetchall())
-                kept = ledger.keep(rows)
+                kept = rows
+                if ledger.erasing:
+                    full = [_full(row) for row in rows]
+                    still = {id(f) for f in ledger.keep(full)}
+                    kept = [row for row, f in zip(rows, full, strict=True) if id(f) in still]
                 _insert(conn, kept)
                 conn.execute("COMMIT")
             except BaseException:
