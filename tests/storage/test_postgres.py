@@ -699,6 +699,42 @@ def test_query_after_follows_write_order(make_writer: WriterFactory, dsn: str, s
         assert reader.query_after(end, ALL) == ([], end)
 
 
+def test_a_batch_waiting_for_an_erasure_drops_what_it_erased(make_writer: WriterFactory, dsn: str, schema: str,
+                                                              conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """A batch is one statement whose gate takes the writers' lock and only then reads the erasure ledger, in a
+    snapshot of its own: an erasure that commits while the batch waits for the lock still drops its subject's
+    records from that batch (a check in the statement's own snapshot, taken before the wait, would miss it)."""
+    now = time.time()
+    with make_writer() as writer, make_writer() as eraser:
+        writer.submit(make_record(1, caller="alice", started_at=now - 2))
+        assert writer.flush()
+        writer.submit(make_record(2, caller="alice", started_at=now - 1))
+        writer.submit(make_record(3, caller="carol", started_at=now - 1))
+
+        def waiting(query: str) -> bool:
+            return conn.execute(query).fetchone() is not None
+
+        erased: list[int] = []
+        flushed: list[bool] = []
+        with psycopg.connect(dsn) as blocker:
+            # The erasure takes the writers' lock, enters the ledger entry, then waits on this row lock.
+            blocker.execute(sql.SQL("SELECT 1 FROM {}.requests WHERE request_id = 'req_0001' FOR UPDATE")
+                            .format(sql.Identifier(schema)))
+            erasing = threading.Thread(target=lambda: erased.append(eraser.erase("caller", "alice", at=now)))
+            erasing.start()
+            assert wait_until(lambda: waiting("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                              " AND starts_with(query, 'DELETE')"))
+            # The writer's batch now waits for the writers' lock, which the erasure holds.
+            flushing = threading.Thread(target=lambda: flushed.append(writer.flush(timeout=30)))
+            flushing.start()
+            assert wait_until(lambda: waiting("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+            blocker.rollback()
+        erasing.join(timeout=30)
+        flushing.join(timeout=30)
+        assert erased == [1] and flushed == [True]
+        assert ids(writer.query(ALL)) == [3]
+
+
 def test_opening_a_schema_without_records_is_refused(dsn: str, schema: str) -> None:
     with pytest.raises(RecordStoreError, match="no requests table"):
         open_postgres_reader(dsn, schema=schema)

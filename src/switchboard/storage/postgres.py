@@ -10,7 +10,8 @@ content is written record by record, so that one bad record is dropped alone.
 
 Writers take a per-schema advisory lock around each batch, so record positions (a ``BIGSERIAL``)
 become visible in order and :meth:`PostgresRecordReader.query_after` misses nothing even with
-several gateways writing.
+several gateways writing. A batch is a single statement: a gate function (migration
+``0007_write_gate``) takes the lock and checks the erasure ledger before the rows are made.
 
 Usage::
 
@@ -165,6 +166,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX requests_caller ON {schema}.requests (caller, started_at) WHERE caller IS NOT NULL",
             "CREATE INDEX requests_router ON {schema}.requests (router, started_at) WHERE router IS NOT NULL",
             "CREATE INDEX requests_key_id ON {schema}.requests (key_id, started_at) WHERE key_id IS NOT NULL",
+        ),
+    ),
+    Migration(
+        "0007_write_gate",
+        (
+            # A writer's batch is one INSERT whose rows pass this gate first: it takes the writers' lock
+            # (held to the end of the statement's transaction) and then, in a snapshot of its own taken after
+            # the lock (a VOLATILE function's query gets one), says whether the erasure ledger still ends at
+            # the entry the writer knows. When it does not, the INSERT writes nothing and the writer reads
+            # the new entries first (PostgresRecordWriter._transaction).
+            """
+            CREATE OR REPLACE FUNCTION {schema}.records_write_gate(lock_key BIGINT, known BIGINT) RETURNS BOOLEAN
+            LANGUAGE plpgsql VOLATILE AS $$
+            BEGIN
+                PERFORM pg_advisory_xact_lock(lock_key);
+                RETURN NOT EXISTS (SELECT 1 FROM {schema}.erasures WHERE id > known);
+            END
+            $$
+            """,
         ),
     ),
 )
@@ -540,6 +560,18 @@ class PostgresRecordWriter:
             f" ON CONFLICT (request_id) DO UPDATE SET {updates}, position = DEFAULT",
             schema,
         )
+        # The same, in one statement with no transaction around it: the gate (migration 0007) takes the
+        # writers' lock before any row is made and lets them through only if no erasure came after the ledger
+        # entry this writer knows. One statement is one round trip and one short hold of the GIL's worth of
+        # client work, where a transaction of five statements made the writer thread and the event loop
+        # hand the GIL to each other some fifty times a batch.
+        self._insert_gated = _sql(
+            f"INSERT INTO {{schema}}.requests ({', '.join(COLUMNS)})"
+            f" SELECT {fields} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n)"
+            f" WHERE (SELECT {{schema}}.records_write_gate(%s, %s)) ORDER BY n"
+            f" ON CONFLICT (request_id) DO UPDATE SET {updates}, position = DEFAULT",
+            schema,
+        )
         self._write_key = _lock_key("write", schema)
         self._read_ledger = _sql("SELECT id, field, digest, at FROM {schema}.erasures WHERE id > %s", schema)
         self._ledger = ErasureLedger(COLUMNS)
@@ -784,6 +816,14 @@ class PostgresRecordWriter:
                 raise _Unavailable(f"{type(exc).__name__}: {str(exc).strip()}") from exc
         conn = self._conn
         try:
+            if len(rows) > 1:
+                rows = self._ledger.keep(rows)
+                payload = _batch_json(rows) if rows else None
+                if payload is not None and conn.execute(
+                        self._insert_gated, (payload, self._write_key, self._ledger.last_id)).rowcount > 0:
+                    return len(rows)
+                # Nothing written: an erasure came after the ledger entry this writer knows. The
+                    # transaction below reads the ledger under the lock, then writes.
             with conn.transaction():
                 # One writer per schema at a time: positions then become visible in order.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._write_key,))
