@@ -5,6 +5,7 @@ exception. Time is a fake clock or an explicit ``now``: nothing sleeps."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from switchboard.policy.limits import (
@@ -405,8 +406,9 @@ async def test_settlements_of_one_turn_count_each_and_leave_together(limiter: Li
     redis = getattr(limiter, "_redis", None)
     if redis is not None:  # count the commands that leave without an answer awaited
         run_nowait = redis.run_nowait
-        redis.run_nowait = lambda script, count, body, on_error: (sent.append(count),
-                                                                   run_nowait(script, count, body, on_error))
+        settle_many = limiter._settle_many  # type: ignore[attr-defined]
+        redis.run_nowait = lambda script, count, *rest, **kw: (sent.append(count) if script is settle_many else None,
+                                                               run_nowait(script, count, *rest, **kw))
     for i in range(6):
         name = "key:a" if i % 2 == 0 else "key:b"
         limiter.settle_nowait(f"r{i}", name, 100 * (i + 1), 0.5 * (i + 1))  # type: ignore[attr-defined]
@@ -418,6 +420,96 @@ async def test_settlements_of_one_turn_count_each_and_leave_together(limiter: Li
     assert quota(await limiter.admit(ask("next", keys["key:a"])), "tokens")[1] == 10_000 - 900
     if redis is not None:
         assert sent == [1 + 2 + 5 * 7]  # one command: the two key bases, five arguments per settlement
+
+
+def described(admission: Admission) -> tuple[Any, ...]:
+    """What an admission says: admitted or the refusal, and the quota headers' values."""
+    refusal = None if admission.admitted else refused(admission)
+    states = {name: (s.limit, s.remaining, round(s.reset, 6)) for name, s in admission.quota.items()}
+    return admission.admitted, refusal, states
+
+
+async def test_admissions_of_one_turn_leave_together_and_answer_as_one_by_one(redis_url: str, redis_prefix: str,
+                                                                               clock: FakeClock) -> None:
+    """Admissions made in one turn of the event loop (one scope or two, two keys, a repeat, refusals of several
+    kinds) leave as one command, and each gets the answer it would get alone, in the order they were made: the
+    memory limiter's, asked one by one. A Redis that has forgotten the script is sent it and answers the same."""
+    from switchboard.policy.limits_redis import RedisLimiter
+
+    a = Scope("key:a", Limits(max_concurrency=3, budget_total=10.0, tpm=1000))
+    b = Scope("key:b", Limits(rpm=2))
+    team = Scope("team:t", Limits(max_concurrency=4))
+    asks = [ask("r0", a, team, tokens=400, cost=2.0), ask("r1", b), ask("r2", a, tokens=400, cost=3.0),
+            ask("r3", b, team), ask("r4", b), ask("r0", a, team, tokens=400, cost=2.0),
+            ask("r5", a, team, tokens=400, cost=1.0), ask("r6", a, cost=9.0), ask("r7", a, tokens=100),
+            ask("r8", b, team), ask("r9", a, team, cost=1.0)]
+    memory = MemoryLimiter(clock)
+    expected = [described(await memory.admit(x)) for x in asks]
+    assert {e[1][1] for e in expected if e[1]} == {"rpm", "tpm", "concurrency", "budget_total"}
+    limiter = RedisLimiter(redis_url, prefix=redis_prefix, clock=clock)
+    sent: list[int] = []
+    run_nowait = limiter._redis.run_nowait
+    limiter._redis.run_nowait = lambda script, count, *rest, **kw: (  # type: ignore[method-assign]
+        sent.append(count) if script is limiter._admit_many else None, run_nowait(script, count, *rest, **kw))
+    try:
+        got = await asyncio.gather(*(limiter.admit(x) for x in asks))
+        assert [described(g) for g in got] == expected
+        # One command: the three key bases, then six arguments per admission and seven per scope of each.
+        assert sent == [1 + 3 + sum(6 + 7 * len(x.scopes) for x in asks)]
+
+        await limiter._redis.call("SCRIPT", "FLUSH")
+        later = [ask("s0", b), ask("s1", a, team, cost=0.5), ask("s2", a, team, cost=0.5)]
+        expected = [described(await memory.admit(x)) for x in later]
+        assert [described(g) for g in await asyncio.gather(*(limiter.admit(x) for x in later))] == expected
+    finally:
+        await limiter.aclose()
+
+
+SCOPES = {"a": Scope("key:a", Limits(rpm=6, tpm=3000, max_concurrency=4, budget_day=8.0)),
+          "b": Scope("key:b", Limits(max_concurrency=3, budget_total=5.0)),
+          "t": Scope("team:t", Limits(rpm=9, budget_month=10.0))}
+BATCH = st.lists(st.tuples(st.sampled_from(["a", "b", "at", "bt"]), st.integers(0, 1200),
+                           st.integers(0, 300).map(lambda cents: cents / 100), st.integers(0, 6),
+                           st.sampled_from([None, 0.0, 2.0])), max_size=12)  # … its own time, if any
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(st.tuples(BATCH, st.sampled_from([0.0, 4.0, 30.0, 61.0]), st.floats(0, 1)), max_size=5))
+def test_batched_admissions_answer_as_the_memory_limiter_one_by_one(
+        redis_url: str, redis_prefix: str,
+        rounds: list[tuple[list[tuple[str, int, float, int, float | None]], float, float]]) -> None:
+    """Rounds of admissions made in one turn (random scopes, tokens, costs, repeated request ids, some at a time of
+    their own), each round's
+    admitted requests then settled for a part of their estimate and the clock moved on: the Redis limiter answers
+    every admission as the memory limiter does when asked one by one."""
+    from switchboard.policy.limits_redis import RedisLimiter
+
+    prefix = f"{redis_prefix}{next(_EXAMPLES)}:"
+
+    async def body() -> None:
+        clock = FakeClock()
+        memory, limiter = MemoryLimiter(clock), RedisLimiter(redis_url, prefix=prefix, clock=clock)
+        try:
+            for r, (batch, tick, used) in enumerate(rounds):
+                asks = [ask(f"r{r}-{rid}", *(SCOPES[c] for c in scopes), tokens=tokens, cost=cost,
+                            now=None if at is None else clock.t + at) for scopes, tokens, cost, rid, at in batch]
+                expected = [described(await memory.admit(x)) for x in asks]
+                got = await asyncio.gather(*(limiter.admit(x) for x in asks))
+                assert [described(g) for g in got] == expected
+                for x, admission in zip(asks, got, strict=True):
+                    if admission.admitted:
+                        for scope in x.scopes:
+                            for lim in (memory, limiter):
+                                lim.settle_nowait(x.request_id, scope.subject,  # type: ignore[attr-defined]
+                                                  int(x.tokens * used), x.cost * used)
+                clock.advance(tick)
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(body())
+
+
+_EXAMPLES = itertools.count()
 
 
 async def test_a_settle_after_the_reservation_expired_still_counts(limiter: Limiter, clock: FakeClock) -> None:

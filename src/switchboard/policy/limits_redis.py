@@ -73,6 +73,8 @@ _MARGIN = 60.0
 _PURGE_BATCH = 256
 #: Settlements sent in one script call at most (more in one turn of the event loop leave in several).
 _SETTLE_BATCH = 512
+#: Admissions sent in one script call at most (likewise).
+_ADMIT_BATCH = 512
 
 _PRELUDE = Template(r"""
 local MARGIN, EPS, SLACK, KEPT, LATE = $margin, $eps, $slack, $kept, $late
@@ -145,14 +147,6 @@ local function purge(base, now)
   return live
 end
 
--- A token bucket now, read once: its level (`cap` deep, refilled in a minute, full when absent) and whether
--- it exists.
-local function bucket(key, cap, now)
-  local v = redis.call('HMGET', key, 'l', 't')
-  if not v[1] then return cap, false end
-  return math.min(cap, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * cap / 60), true
-end
-
 -- Store a bucket's level; it lives until full again, and at least `hold` seconds (its reservations' ttl).
 local function put_level(key, cap, l, now, hold, old)
   l = math.min(cap, l)
@@ -163,103 +157,194 @@ end
 """).substitute(margin=_MARGIN, eps=MONEY_EPSILON, slack=BUCKET_SLACK, kept=SPEND_KEPT_AFTER_WINDOW,
                 late=SETTLED_MARKER_TTL, batch=_PURGE_BATCH)
 
-# KEYS: the key base of each scope ("sb:{key:abc}:"), the first scope first.
-# ARGV: now ('' = Redis TIME), request id, tokens, cost, ttl, then per scope six limits (-1 = none):
-#       rpm, tpm, max_concurrency, budget_day, budget_month, budget_total.
-# Returns "admitted|limit|scope index|retry_after|used|reserved|rpm level|tpm level" (one string: cheaper to
-# parse than a list): admitted '1' or '0', retry_after '' for none, the levels of the first scope's buckets
-# ('' = not limited); see refusal_of() for what used and reserved are.
-_ADMIT = _PRELUDE + Template(r"""
-local now = clock(ARGV[1])
-local rid, tokens, cost, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local n = #KEYS
-local L, live, held, R, T = {}, {}, {}, {}, {}
-for i = 1, n do
-  L[i] = {}
-  for j = 1, 6 do
-    local v = tonumber(ARGV[5 + (i - 1) * 6 + j])
-    if v >= 0 then L[i][j] = v end
-  end
-end
-for i = 1, n do live[i] = purge(KEYS[i], now) end
+# The admissions a process made in one turn of its event loop, in one call, answered in order, each exactly as if
+# it had been made alone. Each subject's state (reservations, revocation, spend, held dollars, buckets) is read
+# once, when first needed, kept in the script while the admissions are decided, and written back once at the end
+# (or before an admission at another time reads it again): a constant number of Redis calls per subject, plus one
+# per admission to see whether its request id holds a reservation already (a retry).
+# KEYS: the key bases of their scopes. ARGV: per admission: now ('' = Redis TIME), request id, tokens, cost, ttl,
+# the number of scopes, then per scope the index of its key base in KEYS and its six limits (-1 = none) in the
+# order rpm, tpm, max_concurrency, budget_day, budget_month, budget_total.
+# Returns one answer per admission, joined by newlines: "admitted|limit|scope index|retry_after|used|reserved|rpm
+# level|tpm level" (admitted '1' or '0', retry_after '' for none, the levels of the first scope's buckets, '' =
+# not limited; see refusal_of() for what used and reserved are).
+_ADMIT_MANY = _PRELUDE + Template(r"""
+local S, order = {}, {}  -- key base -> the subject's state in this call; the states in the order made
 
--- Each bucket read once: {level, exists}, checked, then taken from, then reported.
-local function buckets(i)
-  if R[i] == nil then
-    R[i], T[i] = false, false
-    if L[i][1] then R[i] = {bucket(KEYS[i] .. 'rpm', L[i][1], now)} end
-    if L[i][2] then T[i] = {bucket(KEYS[i] .. 'tpm', L[i][2], now)} end
+-- Unpack `list` into `cmd` in pieces (Lua's unpack has a limit).
+local function call_with(cmd, key, list)
+  for first = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, first, math.min(first + 999, #list)))
   end
 end
 
-local function answer(admitted, limit, i, retry, used, reserved)
-  buckets(1)
-  local r, t = '', ''
-  if R[1] then r = fmt(R[1][1]) end
-  if T[1] then t = fmt(T[1][1]) end
-  return table.concat({admitted, limit, tostring(i), retry, fmt(used), fmt(reserved), r, t}, '|')
+local function flush(s)
+  for _, name in ipairs({'rpm', 'tpm'}) do
+    local b = s.b[name]
+    if b and b.dirty then
+      redis.call('HSET', s.base .. name, 'l', fmt(b.l), 't', fmt(b.t), 'c', fmt(b.cap))
+      keep(s.base .. name, math.max((b.cap - b.l) * 60 / b.cap, b.hold) + MARGIN, b.exists)
+      b.dirty = false
+    end
+  end
+  if #s.res > 0 then
+    call_with('ZADD', s.base .. 'res', s.res)
+    call_with('HSET', s.base .. 'resd', s.resd)
+    redis.call('INCRBYFLOAT', s.base .. 'held', fmt(s.cost))
+    local old = s.live0 > 0  -- with reservations live, the three keys exist and have their TTLs
+    keep(s.base .. 'res', s.ttl + MARGIN, old)
+    keep(s.base .. 'resd', s.ttl + MARGIN, old)
+    keep(s.base .. 'held', s.ttl + MARGIN, old)
+    s.res, s.resd, s.cost, s.ttl = {}, {}, 0, 0
+  end
 end
 
-if live[1] > 0 and redis.call('ZSCORE', KEYS[1] .. 'res', rid) then return answer('1', '', 0, '', 0, 0) end  -- retried
-
--- Check everything (in CHECK_ORDER, then scope order) before taking anything.
-for i = 1, n do
-  if redis.call('EXISTS', KEYS[i] .. 'revoked') == 1 then return answer('0', 'revoked', i, '', 0, 0) end
+-- The state of the subject at `base` at `now`: read now, or kept from an earlier admission at the same time.
+local function state(base, now)
+  local s = S[base]
+  if s and s.now == now then return s end
+  if s then flush(s) end
+  local live = purge(base, now)
+  s = {base = base, now = now, live0 = live, live = live, revoked = redis.call('EXISTS', base .. 'revoked') == 1,
+       spend = {}, b = {}, res = {}, resd = {}, added = {}, cost = 0, ttl = 0}
+  S[base] = s
+  order[#order + 1] = s
+  return s
 end
-local w = windows(now)
-local budgets = {{'budget_total', 6, 'spend:t', false}, {'budget_month', 5, 'spend:' .. w.month, w.month_end},
-                 {'budget_day', 4, 'spend:' .. w.day, w.day_end}}
-for _, b in ipairs(budgets) do
+
+local function spent(s, window)
+  local v = s.spend[window]
+  if v == nil then
+    v = tonumber(redis.call('GET', s.base .. 'spend:' .. window) or '0')
+    s.spend[window] = v
+  end
+  return v
+end
+
+local function held(s)
+  if s.held == nil then
+    s.held = s.live0 > 0 and tonumber(redis.call('GET', s.base .. 'held') or '0') or 0
+  end
+  return s.held
+end
+
+-- A token bucket's level now (`cap` deep, refilled in a minute, full when absent).
+local function level(s, name, cap)
+  local b = s.b[name]
+  if b == nil then
+    local v = redis.call('HMGET', s.base .. name, 'l', 't')
+    b = {exists = v[1] ~= false, hold = 0}
+    if b.exists then b.l, b.t = tonumber(v[1]), tonumber(v[2]) end
+    s.b[name] = b
+  end
+  if b.l == nil then return cap end
+  return math.min(cap, b.l + math.max(0, s.now - b.t) * cap / 60)
+end
+
+local function take(s, name, cap, l, hold)
+  local b = s.b[name]
+  b.l, b.t, b.cap, b.dirty, b.hold = math.min(cap, l), s.now, cap, true, math.max(b.hold, hold)
+  return b.l
+end
+
+local function admit(K, L, now, rid, tokens, cost, ttl)
+  local n = #K
+  local st = {}
+  for i = 1, n do st[i] = state(K[i], now) end
+
+  local function answer(admitted, limit, i, retry, used, reserved)
+    local r, t = '', ''
+    if L[1][1] then r = fmt(level(st[1], 'rpm', L[1][1])) end
+    if L[1][2] then t = fmt(level(st[1], 'tpm', L[1][2])) end
+    return table.concat({admitted, limit, tostring(i), retry, fmt(used), fmt(reserved), r, t}, '|')
+  end
+
+  local first = st[1]
+  if first.added[rid] or (first.live0 > 0 and redis.call('ZSCORE', first.base .. 'res', rid)) then
+    return answer('1', '', 0, '', 0, 0)  -- retried
+  end
+
+  -- Check everything (in CHECK_ORDER, then scope order) before taking anything.
   for i = 1, n do
-    local budget = L[i][b[2]]
-    if budget then
-      local spent = tonumber(redis.call('GET', KEYS[i] .. b[3]) or '0')
-      if held[i] == nil then
-        held[i] = live[i] > 0 and tonumber(redis.call('GET', KEYS[i] .. 'held') or '0') or 0
-      end
-      local left = budget - spent - held[i]
-      if left <= EPS or cost > left + EPS then
-        local retry = ''
-        if b[4] then retry = fmt(b[4] - now) end
-        return answer('0', b[1], i, retry, spent, held[i])
+    if st[i].revoked then return answer('0', 'revoked', i, '', 0, 0) end
+  end
+  local w = windows(now)
+  local budgets = {{'budget_total', 6, 't', false}, {'budget_month', 5, w.month, w.month_end},
+                   {'budget_day', 4, w.day, w.day_end}}
+  for _, b in ipairs(budgets) do
+    for i = 1, n do
+      local budget = L[i][b[2]]
+      if budget then
+        local used, reserved = spent(st[i], b[3]), held(st[i])
+        local left = budget - used - reserved
+        if left <= EPS or cost > left + EPS then
+          local retry = ''
+          if b[4] then retry = fmt(b[4] - now) end
+          return answer('0', b[1], i, retry, used, reserved)
+        end
       end
     end
   end
-end
-for i = 1, n do
-  local most = L[i][3]
-  if most and live[i] >= most then return answer('0', 'concurrency', i, fmt($conc_retry), live[i], 0) end
-end
-for i = 1, n do
-  buckets(i)
-  if R[i] then
-    local rpm, l = L[i][1], R[i][1]
-    local wait = (1 - l) * 60 / rpm
-    if wait > SLACK then return answer('0', 'rpm', i, fmt(wait), l, 0) end
+  for i = 1, n do
+    local most = L[i][3]
+    if most and st[i].live >= most then return answer('0', 'concurrency', i, fmt($conc_retry), st[i].live, 0) end
   end
-end
-for i = 1, n do
-  if T[i] then
-    local tpm, l = L[i][2], T[i][1]
-    local need = math.min(tokens, tpm)  -- more than the bucket holds: admitted when it is full
-    local wait = (need - l) * 60 / tpm
-    if wait > SLACK then return answer('0', 'tpm', i, fmt(wait), l, 0) end
+  for i = 1, n do
+    if L[i][1] then
+      local rpm = L[i][1]
+      local l = level(st[i], 'rpm', rpm)
+      local wait = (1 - l) * 60 / rpm
+      if wait > SLACK then return answer('0', 'rpm', i, fmt(wait), l, 0) end
+    end
   end
+  for i = 1, n do
+    if L[i][2] then
+      local tpm = L[i][2]
+      local l = level(st[i], 'tpm', tpm)
+      local need = math.min(tokens, tpm)  -- more than the bucket holds: admitted when it is full
+      local wait = (need - l) * 60 / tpm
+      if wait > SLACK then return answer('0', 'tpm', i, fmt(wait), l, 0) end
+    end
+  end
+
+  for i = 1, n do
+    local s = st[i]
+    if L[i][1] then take(s, 'rpm', L[i][1], level(s, 'rpm', L[i][1]) - 1, ttl) end
+    if L[i][2] then take(s, 'tpm', L[i][2], level(s, 'tpm', L[i][2]) - tokens, ttl) end
+    s.res[#s.res + 1], s.res[#s.res + 2] = fmt(now + ttl), rid
+    s.resd[#s.resd + 1], s.resd[#s.resd + 2] = rid, fmt(cost) .. ' ' .. string.format('%d', tokens) .. ' ' .. fmt(ttl)
+    s.added[rid] = true
+    s.live = s.live + 1
+    s.held = held(s) + cost
+    s.cost = s.cost + cost
+    s.ttl = math.max(s.ttl, ttl)
+  end
+  return answer('1', '', 0, '', 0, 0)
 end
 
-for i = 1, n do
-  local base = KEYS[i]
-  if R[i] then R[i][1] = put_level(base .. 'rpm', L[i][1], R[i][1] - 1, now, ttl, R[i][2]) end
-  if T[i] then T[i][1] = put_level(base .. 'tpm', L[i][2], T[i][1] - tokens, now, ttl, T[i][2]) end
-  redis.call('ZADD', base .. 'res', fmt(now + ttl), rid)
-  redis.call('HSET', base .. 'resd', rid, fmt(cost) .. ' ' .. string.format('%d', tokens) .. ' ' .. fmt(ttl))
-  redis.call('INCRBYFLOAT', base .. 'held', fmt(cost))
-  local old = live[i] > 0  -- with reservations live, the three keys exist and have their TTLs
-  keep(base .. 'res', ttl + MARGIN, old)
-  keep(base .. 'resd', ttl + MARGIN, old)
-  keep(base .. 'held', ttl + MARGIN, old)
+local out, j, server_now = {}, 1, nil
+while j <= #ARGV do
+  local now
+  if ARGV[j] == '' then
+    server_now = server_now or clock('')
+    now = server_now
+  else
+    now = tonumber(ARGV[j])
+  end
+  local K, L, p = {}, {}, j + 6
+  for i = 1, tonumber(ARGV[j + 5]) do
+    K[i], L[i] = KEYS[tonumber(ARGV[p])], {}
+    for m = 1, 6 do
+      local v = tonumber(ARGV[p + m])
+      if v >= 0 then L[i][m] = v end
+    end
+    p = p + 7
+  end
+  out[#out + 1] = admit(K, L, now, ARGV[j + 1], tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4]))
+  j = p
 end
-return answer('1', '', 0, '', 0, 0)
+for _, s in ipairs(order) do flush(s) end
+return table.concat(out, '\n')
 """).substitute(conc_retry=CONCURRENCY_RETRY_AFTER)
 
 # Settle requests `rids` (with the tokens and dollars each used) for the subject at `base`, in order, at `now`:
@@ -409,14 +494,23 @@ class RedisLimiter:
         self._clock = clock
         # Admitting and settling are idempotent per request id, so the client's one retry after a lost
         # answer takes nothing twice.
-        self._admit = Script(_ADMIT)
+        self._admit_many = Script(_ADMIT_MANY)
         self._settle = Script(_SETTLE)
         self._settle_many = Script(_SETTLE_MANY)
         self._usage = Script(_USAGE)
-        self._redis = RedisClient(url, timeout=timeout, scripts=(self._admit, self._settle, self._settle_many))
+        self._redis = RedisClient(url, timeout=timeout,
+                                  scripts=(self._admit_many, self._settle, self._settle_many))
         self._where = self._redis.where
         # The key base and limit arguments of the scopes seen lately (callers reuse their Scope objects).
-        self._scope_args: dict[int, tuple[Scope, bytes, bytes]] = {}
+        self._scope_args: dict[int, tuple[Scope, str, bytes]] = {}
+        # Admissions waiting for the end of this turn of the event loop, then sent as one script call: the
+        # encoded arguments of each, its number of arguments, who waits for its answer, and the key bases they
+        # name (→ their index in the call's KEYS).
+        self._admissions: list[bytes] = []
+        self._admission_args = 0
+        self._admitted: list[asyncio.Future[str]] = []
+        self._admission_keys: dict[str, int] = {}
+        self._admissions_scheduled = False
         # Settlements waiting for the end of this turn of the event loop, then sent as one script call: the
         # encoded arguments of each, and the key bases they name (→ their index in the call's KEYS).
         self._pending: list[bytes] = []
@@ -432,57 +526,103 @@ class RedisLimiter:
         return "" if now is None else repr(float(now))
 
     async def _call(self, call: Awaitable[Any]) -> Any:
-        if self._pending:  # settlements made earlier go first: commands reach Redis in the order they were made
+        # Commands reach Redis in the order they were made: settlements and admissions made earlier go first.
+        if self._pending:
             self._send_settlements()
+        if self._admissions:
+            self._send_admissions()
         try:
             return await call
         except (RedisUnavailable, ReplyError) as exc:
             raise LimiterUnavailable(f"redis at {self._where}: {exc}") from exc
 
-    def _scope_parts(self, scope: Scope) -> tuple[bytes, bytes]:
+    def _scope_parts(self, scope: Scope) -> tuple[str, bytes]:
         """A scope's key base and its six limits, encoded (callers reuse their Scope objects: cached)."""
         cached = self._scope_args.get(id(scope))
         if cached is None or cached[0] is not scope:
             if len(self._scope_args) >= 10_000:
                 self._scope_args.clear()
-            cached = self._scope_args[id(scope)] = (scope, bulk([self._base(scope.subject)]),
-                                                   bulk(_limit_args(scope.limits)))
+            cached = self._scope_args[id(scope)] = (scope, self._base(scope.subject), bulk(_limit_args(scope.limits)))
         return cached[1], cached[2]
 
     async def admit(self, ask: Ask) -> Admission:
+        """Admit ``ask``. The admissions of one turn of the event loop leave together, as one script call that
+        Redis answers in order, after any settlement made before them."""
         scopes = ask.scopes
         if not scopes:
             return Admission(True)
         now, rid = self._now(ask.now), ask.request_id
         tokens, cost, ttl = str(int(ask.tokens)), repr(float(ask.cost)), repr(float(ask.ttl))
-        if rid.isascii():  # request ids are: encoded in one go
-            dynamic = (f"${len(now)}\r\n{now}\r\n${len(rid)}\r\n{rid}\r\n${len(tokens)}\r\n{tokens}\r\n"
-                       f"${len(cost)}\r\n{cost}\r\n${len(ttl)}\r\n{ttl}\r\n").encode()
-        else:
-            dynamic = bulk([now, rid, tokens, cost, ttl])
+        keys = self._admission_keys
         if len(scopes) == 1:
-            key, limits = self._scope_parts(scopes[0])
-            body = b"$1\r\n1\r\n%s%s%s" % (key, dynamic, limits)
+            base, limits = self._scope_parts(scopes[0])
+            index = keys.get(base)
+            if index is None:
+                index = keys[base] = len(keys) + 1
+            at = str(index)
+            if rid.isascii():  # request ids are: encoded in one go
+                head = (f"${len(now)}\r\n{now}\r\n${len(rid)}\r\n{rid}\r\n${len(tokens)}\r\n{tokens}\r\n"
+                        f"${len(cost)}\r\n{cost}\r\n${len(ttl)}\r\n{ttl}\r\n$1\r\n1\r\n${len(at)}\r\n{at}\r\n").encode()
+            else:
+                head = bulk([now, rid, tokens, cost, ttl, 1, at])
+            self._admissions.append(head + limits)
         else:
-            parts = [self._scope_parts(scope) for scope in scopes]
-            body = b"".join([bulk([len(scopes)]), *(k for k, _ in parts), dynamic, *(lim for _, lim in parts)])
-        count = 1 + len(scopes) + 5 + 6 * len(scopes)
-        if self._pending:  # as in _call, without its coroutine: this is the request path
-            self._send_settlements()
-        try:
-            out = cast(str, await self._redis.run_encoded(self._admit, count, body))
-        except (RedisUnavailable, ReplyError) as exc:
-            raise LimiterUnavailable(f"redis at {self._where}: {exc}") from exc
-        admitted, limit, index, retry, used, reserved, rpm_level, tpm_level = out.split("|")
+            parts = [bulk([now, rid, tokens, cost, ttl, len(scopes)])]
+            for scope in scopes:
+                base, limits = self._scope_parts(scope)
+                index = keys.get(base)
+                if index is None:
+                    index = keys[base] = len(keys) + 1
+                parts += (bulk([index]), limits)
+            self._admissions.append(b"".join(parts))
+        self._admission_args += 6 + 7 * len(scopes)
+        answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._admitted.append(answered)
+        if len(self._admitted) >= _ADMIT_BATCH:
+            self._send_admissions()
+        elif not self._admissions_scheduled:
+            self._admissions_scheduled = True
+            answered.get_loop().call_soon(self._send_admissions)
+        out = await answered
+        admitted, limit, index_text, retry, used, reserved, rpm_level, tpm_level = out.split("|")
         quota = quota_of(scopes[0].limits, float(rpm_level) if rpm_level else None,
                          float(tpm_level) if tpm_level else None)
         if admitted == "1":
             return Admission(True, None, quota)
         if limit not in _LIMIT_NAMES:  # pragma: no cover - the script and CHECK_ORDER disagree
             raise LimiterUnavailable(f"redis at {self._where}: unexpected answer {out!r}")
-        refusal = refusal_of(ask, scopes[int(index) - 1], cast(LimitName, limit), float(retry) if retry else None,
-                             float(used), float(reserved))
+        refusal = refusal_of(ask, scopes[int(index_text) - 1], cast(LimitName, limit),
+                             float(retry) if retry else None, float(used), float(reserved))
         return Admission(False, refusal, quota)
+
+    def _send_admissions(self) -> None:
+        self._admissions_scheduled = False
+        admissions, waiting, keys, count = self._admissions, self._admitted, self._admission_keys, self._admission_args
+        if not admissions:
+            return
+        if self._pending:  # settlements made earlier go first
+            self._send_settlements()
+        self._admissions, self._admitted, self._admission_keys, self._admission_args = [], [], {}, 0
+        body = b"".join([bulk([len(keys), *keys]), *admissions])
+
+        def answered(out: Any) -> None:
+            answers = cast(str, out).split("\n")
+            if len(answers) != len(waiting):  # pragma: no cover - the script answers each admission
+                failed(RedisUnavailable(f"{len(answers)} answers to {len(waiting)} admissions"))
+                return
+            for fut, answer in zip(waiting, answers, strict=True):
+                if not fut.done():  # its request may have been cancelled meanwhile
+                    fut.set_result(answer)
+
+        def failed(exc: BaseException) -> None:
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_exception(LimiterUnavailable(f"redis at {self._where}: {exc}"))
+
+        try:
+            self._redis.run_nowait(self._admit_many, 1 + len(keys) + count, body, failed, answered)
+        except Exception as exc:  # pragma: no cover - nothing is left waiting for an answer that cannot come
+            failed(exc)
 
     async def settle(self, request_id: str, scopes: Sequence[Scope] | Sequence[str], tokens: int, cost: float, *,
                      now: float | None = None) -> None:
@@ -575,4 +715,5 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         self._send_settlements()
+        self._send_admissions()
         await self._redis.aclose()

@@ -324,31 +324,38 @@ class RedisClient:
                 loaded = True
                 await self.call("SCRIPT", "LOAD", script.source)
 
-    def run_nowait(self, script: Script, count: int, body: bytes, on_error: Callable[[BaseException], None]) -> None:
-        """:meth:`run_encoded` without waiting for the answer (``on_error`` hears of a failure). On an open
-        connection this costs no task and no future: the command joins the next write. A script the server
-        does not know yet, or a broken connection, gets one more try through :meth:`run_encoded`."""
+    def run_nowait(self, script: Script, count: int, body: bytes, on_error: Callable[[BaseException], None],
+                   on_result: Callable[[Any], None] | None = None) -> None:
+        """:meth:`run_encoded` without waiting for the answer: ``on_result`` (if given) hears it, ``on_error`` of
+        a failure. On an open connection this costs no task and no future: the command joins the next write. A
+        script the server does not know yet, or a broken connection, gets one more try through
+        :meth:`run_encoded`."""
         conn = self._conn
         if conn is None or conn.lost is not None:
-            self._spawn(self.run_encoded(script, count, body), on_error)
+            self._spawn(self.run_encoded(script, count, body), on_error, on_result)
             return
         self._detached += 1
-        conn.queue(b"*%d\r\n%s%s" % (count + 2, script.head, body), _Detached(self, script, count, body, on_error))
+        conn.queue(b"*%d\r\n%s%s" % (count + 2, script.head, body),
+                   _Detached(self, script, count, body, on_error, on_result))
 
     def _answered(self) -> None:
         self._detached -= 1
         if not self._detached and self._drained is not None:
             self._drained.set()
 
-    def _spawn(self, work: Coroutine[Any, Any, Any], on_error: Callable[[BaseException], None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, Any], on_error: Callable[[BaseException], None],
+               on_result: Callable[[Any], None] | None) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)
 
         def done(t: asyncio.Future[Any]) -> None:
             self._background.discard(t)
-            exc = None if t.cancelled() else t.exception()
-            if exc is not None:
+            if t.cancelled():
+                on_error(RedisUnavailable("cancelled"))
+            elif (exc := t.exception()) is not None:
                 on_error(exc)
+            elif on_result is not None:
+                on_result(t.result())
 
         task.add_done_callback(done)
 
@@ -383,25 +390,28 @@ class RedisClient:
 
 
 class _Detached:
-    """The waiter of a command sent by :meth:`RedisClient.run_nowait`: counts it answered, and on a failure
-    sends it once more (NOSCRIPT, a broken connection) or tells ``on_error``."""
+    """The waiter of a command sent by :meth:`RedisClient.run_nowait`: counts it answered and hands the answer to
+    ``on_result``; on a failure sends it once more (NOSCRIPT, a broken connection) or tells ``on_error``."""
 
-    __slots__ = ("body", "client", "count", "on_error", "script")
+    __slots__ = ("body", "client", "count", "on_error", "on_result", "script")
 
     def __init__(self, client: RedisClient, script: Script, count: int, body: bytes,
-                 on_error: Callable[[BaseException], None]) -> None:
-        self.client, self.script, self.count, self.body, self.on_error = client, script, count, body, on_error
+                 on_error: Callable[[BaseException], None], on_result: Callable[[Any], None] | None) -> None:
+        self.client, self.script, self.count, self.body = client, script, count, body
+        self.on_error, self.on_result = on_error, on_result
 
     def done(self) -> bool:
         return False
 
     def set_result(self, result: Any, /) -> None:
         self.client._answered()
+        if self.on_result is not None:
+            self.on_result(result)
 
     def set_exception(self, exception: BaseException, /) -> None:
         client = self.client
         client._answered()
         if isinstance(exception, RedisUnavailable) or str(exception).startswith("NOSCRIPT"):
-            client._spawn(client.run_encoded(self.script, self.count, self.body), self.on_error)
+            client._spawn(client.run_encoded(self.script, self.count, self.body), self.on_error, self.on_result)
         else:
             self.on_error(exception)
