@@ -1,6 +1,6 @@
-"""The :class:`~switchboard.policy.limits.Limiter` shared by every gateway process: one Redis, one Lua script
-per admission, so each is a single atomic round trip, and one for the settlements a process finished in one
-turn of its event loop.
+"""The :class:`~switchboard.policy.limits.Limiter` shared by every gateway process: one Redis, one atomic Lua
+script call for the admissions a process made in one turn of its event loop (decided in order, each as if it
+were alone), and one for the settlements it finished in one turn.
 
 The scripts read the time from Redis (``TIME``) unless the caller passes one, so the processes' clocks do
 not matter. Each admission first purges its subjects' expired reservations (a crashed request's), then
