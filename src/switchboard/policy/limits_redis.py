@@ -87,6 +87,14 @@ local function clock(arg)
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
+-- As clock(), for the many requests of one call: Redis's time is read once.
+local server_now
+local function at(arg)
+  if arg ~= '' then return tonumber(arg) end
+  server_now = server_now or clock('')
+  return server_now
+end
+
 -- Keep `key` at least `seconds` longer; never shortens its TTL. A key these scripts wrote before always has a
 -- TTL (`old`): one call, GT. A key just created (`old` false) has none yet. Unsure (`old` nil): GT, else NX.
 local function keep(key, seconds, old)
@@ -322,15 +330,9 @@ local function admit(K, L, now, rid, tokens, cost, ttl)
   return answer('1', '', 0, '', 0, 0)
 end
 
-local out, j, server_now = {}, 1, nil
+local out, j = {}, 1
 while j <= #ARGV do
-  local now
-  if ARGV[j] == '' then
-    server_now = server_now or clock('')
-    now = server_now
-  else
-    now = tonumber(ARGV[j])
-  end
+  local now = at(ARGV[j])
   local K, L, p = {}, {}, j + 6
   for i = 1, tonumber(ARGV[j + 5]) do
     K[i], L[i] = KEYS[tonumber(ARGV[p])], {}
@@ -421,15 +423,9 @@ return 1
 # KEYS: the key bases of their subjects. ARGV: five per settlement: now ('' = Redis TIME), the index of its
 # subject's key base in KEYS, request id, tokens, cost.
 _SETTLE_MANY = _PRELUDE + _SETTLE_GROUP + r"""
-local server_now, groups, order = nil, {}, {}
+local groups, order = {}, {}
 for j = 1, #ARGV, 5 do
-  local now
-  if ARGV[j] == '' then
-    server_now = server_now or clock('')
-    now = server_now
-  else
-    now = tonumber(ARGV[j])
-  end
+  local now = at(ARGV[j])
   local id = ARGV[j + 1] .. ' ' .. fmt(now)
   local g = groups[id]
   if not g then
