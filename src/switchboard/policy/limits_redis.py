@@ -468,6 +468,14 @@ def _limit_args(limits: Limits) -> list[str]:
             _num(limits.budget_month), _num(limits.budget_total)]
 
 
+def _index_of(keys: dict[str, int], base: str) -> int:
+    """The position (from 1) of key base ``base`` in a call's KEYS, which it joins if new."""
+    index = keys.get(base)
+    if index is None:
+        index = keys[base] = len(keys) + 1
+    return index
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -552,10 +560,7 @@ class RedisLimiter:
         keys = self._admission_keys
         if len(scopes) == 1:
             base, limits = self._scope_parts(scopes[0])
-            index = keys.get(base)
-            if index is None:
-                index = keys[base] = len(keys) + 1
-            at = str(index)
+            at = str(_index_of(keys, base))
             if rid.isascii():  # request ids are: encoded in one go
                 head = (f"${len(now)}\r\n{now}\r\n${len(rid)}\r\n{rid}\r\n${len(tokens)}\r\n{tokens}\r\n"
                         f"${len(cost)}\r\n{cost}\r\n${len(ttl)}\r\n{ttl}\r\n$1\r\n1\r\n${len(at)}\r\n{at}\r\n").encode()
@@ -566,10 +571,7 @@ class RedisLimiter:
             parts = [bulk([now, rid, tokens, cost, ttl, len(scopes)])]
             for scope in scopes:
                 base, limits = self._scope_parts(scope)
-                index = keys.get(base)
-                if index is None:
-                    index = keys[base] = len(keys) + 1
-                parts += (bulk([index]), limits)
+                parts += (bulk([_index_of(keys, base)]), limits)
             self._admissions.append(b"".join(parts))
         self._admission_args += 6 + 7 * len(scopes)
         answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -630,10 +632,7 @@ class RedisLimiter:
         limiter. A failure is logged; the reservations then expire by themselves."""
         if tokens < 0 or not (math.isfinite(cost) and cost >= 0):
             raise ValueError("tokens and cost must be ≥ 0")
-        base = self._base(subject)
-        index = self._pending_keys.get(base)
-        if index is None:
-            index = self._pending_keys[base] = len(self._pending_keys) + 1
+        index = _index_of(self._pending_keys, self._base(subject))
         now = "" if self._clock is None else repr(float(self._clock()))
         at, spent, cost_text = str(index), str(int(tokens)), repr(float(cost))
         if request_id.isascii():  # request ids are: encoded in one go, as an admission's are

@@ -554,24 +554,17 @@ class PostgresRecordWriter:
         # A batch travels as one JSON array of rows expanded by the server: one parameter instead of one
         # per column per row, which is where the client spent most of its time.
         fields = ", ".join(f"(r->>{i})::{_TYPES.get(c, 'text')}" for i, c in enumerate(COLUMNS))
-        self._insert_batch = _sql(
-            f"INSERT INTO {{schema}}.requests ({', '.join(COLUMNS)})"
-            f" SELECT {fields} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
-            f" ON CONFLICT (request_id) DO UPDATE SET {updates}, position = DEFAULT",
-            schema,
-        )
-        # The same, in one statement with no transaction around it: the gate (migration 0007) takes the
+        rows = f"SELECT {fields} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n)"
+        into = f"INSERT INTO {{schema}}.requests ({', '.join(COLUMNS)})"
+        upsert = f" ON CONFLICT (request_id) DO UPDATE SET {updates}, position = DEFAULT"
+        self._insert_batch = _sql(f"{into} {rows} ORDER BY n{upsert}", schema)
+        # The same as one statement with no transaction around it: the gate (migration 0007) takes the
         # writers' lock before any row is made and lets them through only if no erasure came after the ledger
         # entry this writer knows. One statement is one round trip and one short hold of the GIL's worth of
         # client work, where a transaction of five statements made the writer thread and the event loop
         # hand the GIL to each other some fifty times a batch.
         self._insert_gated = _sql(
-            f"INSERT INTO {{schema}}.requests ({', '.join(COLUMNS)})"
-            f" SELECT {fields} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n)"
-            f" WHERE (SELECT {{schema}}.records_write_gate(%s, %s)) ORDER BY n"
-            f" ON CONFLICT (request_id) DO UPDATE SET {updates}, position = DEFAULT",
-            schema,
-        )
+            f"{into} {rows} WHERE (SELECT {{schema}}.records_write_gate(%s, %s)) ORDER BY n{upsert}", schema)
         self._write_key = _lock_key("write", schema)
         self._read_ledger = _sql("SELECT id, field, digest, at FROM {schema}.erasures WHERE id > %s", schema)
         self._ledger = ErasureLedger(COLUMNS)
@@ -823,7 +816,7 @@ class PostgresRecordWriter:
                         self._insert_gated, (payload, self._write_key, self._ledger.last_id)).rowcount > 0:
                     return len(rows)
                 # Nothing written: an erasure came after the ledger entry this writer knows. The
-                    # transaction below reads the ledger under the lock, then writes.
+                # transaction below reads the ledger under the lock, then writes.
             with conn.transaction():
                 # One writer per schema at a time: positions then become visible in order.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._write_key,))
