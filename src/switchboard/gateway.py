@@ -17,9 +17,10 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
+from typing import Any
 
 from switchboard.config.model import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from switchboard.errors import InvalidRequest, ModelNotFound, NotFound, SwitchboardError
@@ -473,7 +474,8 @@ class Gateway:
         ctx.record.public_model = public
         route = self._route(public, model, features, ctx, decision)
         if ctx.key is not None:
-            await self._admit(ctx, request, features.prompt_tokens, route)
+            await self._admission(ctx, request, features.prompt_tokens, route)
+            ctx.admitted = True
         return request, route
 
     async def stream(self, request: ChatRequest, ctx: RequestContext | None = None) -> ChatStream:
@@ -515,7 +517,8 @@ class Gateway:
             rec.public_model = public
             route = self._route(public, model, RequestFeatures(public), ctx)
             if ctx.key is not None:
-                await self._admit(ctx, None, _embedding_tokens(request), route)
+                await self._admission(ctx, None, _embedding_tokens(request), route)
+                ctx.admitted = True
             done = await self._executor.embed(route, request, ctx)
             self._settle(rec, done.deployment, done.value.usage, done.attempt)
             rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
@@ -541,9 +544,10 @@ class Gateway:
         ctx.vault = screened.vault
         return screened.request
 
-    async def _admit(self, ctx: RequestContext, request: ChatRequest | None, prompt_tokens: int,
-                     route: Route) -> None:
-        """Reserve the request's tokens and dollars against its key's limits (raises when refused)."""
+    def _admission(self, ctx: RequestContext, request: ChatRequest | None, prompt_tokens: int,
+                   route: Route) -> Coroutine[Any, Any, None]:
+        """Reserve the request's tokens and dollars against its key's limits, once awaited (raises when refused;
+        the caller marks the request admitted)."""
         assert ctx.key is not None
         policy = route.policy
         names = (route.plan.public_model, *policy.fallbacks, policy.context_fallback, policy.refusal_fallback)
@@ -551,8 +555,7 @@ class Gateway:
         if models is None:
             models = self._reservable[names] = [self.config.models[n] for n in dict.fromkeys(names)
                                                 if n is not None and n in self.config.models]
-        await self.governor.admit(ctx.key, ctx.request_id, request, prompt_tokens, models, ctx.response_headers)
-        ctx.admitted = True
+        return self.governor.admit(ctx.key, ctx.request_id, request, prompt_tokens, models, ctx.response_headers)
 
     # -- record keeping ----------------------------------------------------------------------
 

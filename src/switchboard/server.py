@@ -120,7 +120,7 @@ class _Cycle:
             for name, value in message.get("headers", ()):
                 if len(name) == 14 and name.lower() == b"content-length":
                     has_length = True
-                parts.append(b"%s: %s\r\n" % (name, value))
+                parts += (name, b": ", value, b"\r\n")
             if not self.keep_alive:
                 parts.append(b"connection: close\r\n")
             self.chunked = not has_length

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from switchboard.policy.governor import quota_headers
 from switchboard.policy.limits import (
     Admission,
     Ask,
@@ -28,6 +29,7 @@ from switchboard.policy.limits import (
     LimitState,
     MemoryLimiter,
     Scope,
+    ShownQuota,
     SpendReport,
 )
 
@@ -423,10 +425,9 @@ async def test_settlements_of_one_turn_count_each_and_leave_together(limiter: Li
 
 
 def described(admission: Admission) -> tuple[Any, ...]:
-    """What an admission says: admitted or the refusal, and the quota headers' values."""
+    """What an admission says: admitted or the refusal, and the quota headers."""
     refusal = None if admission.admitted else refused(admission)
-    states = {name: (s.limit, s.remaining, round(s.reset, 6)) for name, s in admission.quota.items()}
-    return admission.admitted, refusal, states
+    return admission.admitted, refusal, quota_headers(admission)
 
 
 async def test_admissions_of_one_turn_leave_together_and_answer_as_one_by_one(redis_url: str, redis_prefix: str,
@@ -454,8 +455,9 @@ async def test_admissions_of_one_turn_leave_together_and_answer_as_one_by_one(re
     try:
         got = await asyncio.gather(*(limiter.admit(x) for x in asks))
         assert [described(g) for g in got] == expected
-        # One command: the three key bases, then six arguments per admission and seven per scope of each.
-        assert sent == [1 + 3 + sum(6 + 7 * len(x.scopes) for x in asks)]
+        # One command: the three scopes (key base and six limits each), then six arguments per admission and one
+        # per scope of each.
+        assert sent == [1 + 3 * 7 + sum(6 + len(x.scopes) for x in asks)]
 
         await limiter._redis.call("SCRIPT", "FLUSH")
         later = [ask("s0", b), ask("s1", a, team, cost=0.5), ask("s2", a, team, cost=0.5)]
@@ -654,7 +656,28 @@ def test_limits_and_asks_are_checked() -> None:
         ask("r1", key, key)
     with pytest.raises(ValueError, match="ttl"):
         ask("r1", key, ttl=0)
+    for field, value in (("cost", float("nan")), ("cost", float("inf")), ("cost", -0.5), ("ttl", float("inf")),
+                         ("tokens", -1), ("now", float("nan"))):
+        with pytest.raises(ValueError, match="must be"):
+            Ask("r1", (key,), **{"tokens": 1, "cost": 0.0, "ttl": 1.0, field: value})
+    with pytest.raises(ValueError, match="request id"):
+        Ask("", (key,), tokens=1, cost=0.0, ttl=1.0)
     assert LimitState.of_bucket(60, -3.5) == LimitState(60.0, 0.0, 63.5)
+
+
+def test_a_quota_as_the_store_shows_it_reads_as_limit_states() -> None:
+    both = ShownQuota(Limits(rpm=60, tpm=1000), (b"41", b"19.000s"), (b"0", b"60.000s"))
+    assert dict(both) == {"requests": LimitState(60.0, 41.0, 19.0), "tokens": LimitState(1000.0, 0.0, 60.0)}
+    assert len(both) == 2 and "requests" in both and "cost" not in both
+    with pytest.raises(KeyError):
+        both["cost"]
+    # A bucket the limits do not have is not shown, whatever the store said.
+    rpm_only = ShownQuota(Limits(rpm=60), (b"59", b"1.000s"), (b"5", b"1.000s"))
+    assert list(rpm_only) == ["requests"] and len(rpm_only) == 1
+    assert quota_headers(Admission(True, None, rpm_only)) == [
+        (b"x-ratelimit-limit-requests", b"60"), (b"x-ratelimit-remaining-requests", b"59"),
+        (b"x-ratelimit-reset-requests", b"1.000s")]
+    assert ShownQuota(Limits(), None, None) == {}
 
 
 # -- a property of the memory limiter --------------------------------------------------------------------

@@ -157,3 +157,48 @@ def test_a_script_survives_a_lost_connection_and_a_server_that_forgot_it(
             await other.aclose()
 
     run(main())
+
+
+def test_a_command_sent_at_once_is_written_with_what_was_queued_before_it(
+        run: Callable[[Awaitable[Any]], Any], redis_url: str) -> None:
+    """A command of ``run_nowait`` joins the next write; one sent ``at_once`` is written before the call returns,
+    in one write with the commands queued before it, and each still hears its own answer."""
+    prefix = f"sbtest:{uuid.uuid4().hex[:8]}:"
+
+    async def main() -> None:
+        client = RedisClient(redis_url)
+        errors: list[BaseException] = []
+        answers: list[Any] = []
+        try:
+            script = Script(f"-- {prefix}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+            await client.run(script, [f"{prefix}n"], [1])  # connected, and the script loaded
+            conn = client._conn
+            assert conn is not None and conn.transport is not None
+            writes: list[bytes] = []
+            real = conn.transport
+
+            class Counted:  # the transport, with its writes counted
+                def write(self, data: bytes) -> None:
+                    writes.append(data)
+                    real.write(data)
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(real, name)
+
+            conn.transport = Counted()  # type: ignore[assignment]
+            body = encode([1, f"{prefix}n", 2]).split(b"\r\n", 1)[1]
+            client.run_nowait(script, 3, body, errors.append, answers.append)
+            assert writes == []  # queued for the end of this turn of the event loop
+            client.run_nowait(script, 3, body, errors.append, answers.append, at_once=True)
+            assert len(writes) == 1 and writes[0].count(b"EVALSHA") == 2  # both, in one write, now
+            await client.call("PING")
+        finally:
+            await client.aclose()
+        assert errors == [] and answers == [3, 5]
+        other = RedisClient(redis_url)
+        try:
+            assert await other.call("UNLINK", f"{prefix}n") == 1
+        finally:
+            await other.aclose()
+
+    run(main())

@@ -20,8 +20,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from switchboard.config.model import Config, ModelConfig
@@ -45,6 +45,7 @@ from switchboard.policy.limits import (
     MemoryLimiter,
     Quota,
     Scope,
+    ShownQuota,
 )
 from switchboard.schemas.canonical import ChatRequest, Message
 
@@ -87,7 +88,7 @@ class Screened:
     """A request after the guardrails: what to send, what they found, and how to restore redacted values."""
 
     request: ChatRequest
-    flags: list[str] = field(default_factory=list)
+    flags: Sequence[str] = ()
     vault: Vault | None = None
 
 
@@ -105,7 +106,8 @@ class Governor:
             assert keys is not None and auth.secret is not None  # the config requires the secret
             self.authenticator = KeyAuthenticator(keys, auth.secret.get_secret_value().encode(), auth.cache_ttl)
         self.limiter = limiter
-        # The limiter's way of settling without a coroutine, when it has one.
+        # The limiter's ways of admitting and settling without a coroutine, when it has them.
+        self._admit_soon: Callable[[Ask], Awaitable[Admission]] | None = getattr(limiter, "admit_soon", None)
         self._settle_nowait: Callable[[str, str, int, float], None] | None = getattr(limiter, "settle_nowait", None)
         if guardrails is None:
             guardrails = {name: build_guardrail(name, g) for name, g in config.guardrails.items()}
@@ -283,8 +285,9 @@ class Governor:
         tokens, cost = self.estimate(request, prompt_tokens, models)
         ask = Ask(request_id=request_id, scopes=scopes, tokens=tokens, cost=cost,
                   ttl=self.config.limits.reservation_ttl)
+        admit_soon = self._admit_soon
         try:
-            admission = await self.limiter.admit(ask)
+            admission = await (self.limiter.admit(ask) if admit_soon is None else admit_soon(ask))
         except LimiterUnavailable as exc:
             log.error("limits store unavailable: %s", exc)
             raise NoHealthyDeployment("Limits cannot be checked right now; try again shortly.",
@@ -335,14 +338,23 @@ _QUOTA_NAMES = {name: (f"x-ratelimit-limit-{name}".encode(), f"x-ratelimit-remai
 def quota_headers(admission: Admission) -> Headers:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` from an admission's quota."""
     quota = admission.quota
-    if type(quota) is Quota:  # the usual case: written from the buckets' levels
-        lim, out = quota.limits, []
+    out: Headers = []
+    if type(quota) is ShownQuota:  # the usual case with Redis: the values as the store rendered them
+        lim = quota.limits
+        if quota.requests is not None and lim.rpm is not None:
+            of = _QUOTA_NAMES["requests"]
+            out += ((of[0], b"%d" % lim.rpm), (of[1], quota.requests[0]), (of[2], quota.requests[1]))
+        if quota.tokens is not None and lim.tpm is not None:
+            of = _QUOTA_NAMES["tokens"]
+            out += ((of[0], b"%d" % lim.tpm), (of[1], quota.tokens[0]), (of[2], quota.tokens[1]))
+        return out
+    if type(quota) is Quota:  # the usual case in memory: written from the buckets' levels
+        lim = quota.limits
         if quota.requests_level is not None and lim.rpm is not None:
             out += _bucket_headers(_QUOTA_NAMES["requests"], lim.rpm, quota.requests_level)
         if quota.tokens_level is not None and lim.tpm is not None:
             out += _bucket_headers(_QUOTA_NAMES["tokens"], lim.tpm, quota.tokens_level)
         return out
-    out = []
     for name, state in quota.items():
         names = _QUOTA_NAMES.get(name)
         if names is None:

@@ -61,6 +61,7 @@ __all__ = [
     "Quota",
     "Refusal",
     "Scope",
+    "ShownQuota",
     "SpendReport",
     "budget_windows",
 ]
@@ -162,6 +163,9 @@ class Ask:
     now: float | None = None
 
     def __post_init__(self) -> None:
+        if (self.request_id and self.tokens >= 0 and 0.0 <= self.cost < math.inf and 0.0 < self.ttl < math.inf
+                and self.now is None and len(self.scopes) < 2):
+            return  # the usual ask (one made per request): nothing more to check
         if not self.request_id:
             raise ValueError("an ask needs a request id")
         if self.tokens < 0:
@@ -277,6 +281,40 @@ class Quota(Mapping[str, LimitState]):
 
     def __repr__(self) -> str:
         return f"Quota({dict(self)!r})"
+
+
+class ShownQuota(Mapping[str, LimitState]):
+    """A quota as a store renders it for the ``x-ratelimit-*`` headers: for ``"requests"`` (rpm) and ``"tokens"``
+    (tpm), each only if limited, the whole units left and the time until the bucket is full again, as ASCII
+    (``b"41"``, ``b"1.500s"``). The :class:`LimitState` mapping is made when read.
+    """
+
+    __slots__ = ("limits", "requests", "tokens")
+
+    def __init__(self, limits: Limits, requests: tuple[bytes, bytes] | None,
+                 tokens: tuple[bytes, bytes] | None) -> None:
+        self.limits = limits
+        self.requests = requests if limits.rpm is not None else None
+        self.tokens = tokens if limits.tpm is not None else None
+
+    def __getitem__(self, name: str) -> LimitState:
+        shown, limit = (self.requests, self.limits.rpm) if name == "requests" else (
+            (self.tokens, self.limits.tpm) if name == "tokens" else (None, None))
+        if shown is None or limit is None:
+            raise KeyError(name)
+        return LimitState(float(limit), float(shown[0]), float(shown[1].removesuffix(b"s")))
+
+    def __iter__(self) -> Iterator[str]:
+        if self.requests is not None:
+            yield "requests"
+        if self.tokens is not None:
+            yield "tokens"
+
+    def __len__(self) -> int:
+        return (self.requests is not None) + (self.tokens is not None)
+
+    def __repr__(self) -> str:
+        return f"ShownQuota({dict(self)!r})"
 
 
 def quota_of(limits: Limits, requests_level: float | None, tokens_level: float | None) -> Quota:

@@ -40,7 +40,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from string import Template
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from switchboard.policy.limits import (
     BUCKET_SLACK,
@@ -56,8 +56,8 @@ from switchboard.policy.limits import (
     LimitName,
     Limits,
     Scope,
+    ShownQuota,
     SpendReport,
-    quota_of,
     refusal_of,
     subjects_of,
 )
@@ -168,14 +168,16 @@ end
 # The admissions a process made in one turn of its event loop, in one call, answered in order, each exactly as if
 # it had been made alone. Each subject's state (reservations, revocation, spend, held dollars, buckets) is read
 # once, when first needed, kept in the script while the admissions are decided, and written back once at the end
-# (or before an admission at another time reads it again): a constant number of Redis calls per subject, plus one
-# per admission to see whether its request id holds a reservation already (a retry).
-# KEYS: the key bases of their scopes. ARGV: per admission: now ('' = Redis TIME), request id, tokens, cost, ttl,
-# the number of scopes, then per scope the index of its key base in KEYS and its six limits (-1 = none) in the
-# order rpm, tpm, max_concurrency, budget_day, budget_month, budget_total.
+# (or before an admission at another time reads it again): a constant number of Redis calls per subject, among them
+# one that finds which of the call's request ids hold a reservation already (retries).
+# KEYS: the key base of each scope the admissions name (a base twice if it came with two sets of limits).
+# ARGV: first, per scope in KEYS, its six limits (-1 = none) in the order rpm, tpm, max_concurrency, budget_day,
+# budget_month, budget_total; then per admission: now ('' = Redis TIME), request id, tokens, cost, ttl, the
+# number of its scopes, and the index in KEYS of each.
 # Returns one answer per admission, joined by newlines: "admitted|limit|scope index|retry_after|used|reserved|rpm
-# level|tpm level" (admitted '1' or '0', retry_after '' for none, the levels of the first scope's buckets, '' =
-# not limited; see refusal_of() for what used and reserved are).
+# left|rpm reset|tpm left|tpm reset" (admitted '1' or '0', retry_after '' for none; then what the x-ratelimit headers
+# show of the first scope's buckets, as ShownQuota holds it, '' = not limited; see refusal_of() for what used and
+# reserved are).
 _ADMIT_MANY = _PRELUDE + Template(r"""
 local S, order = {}, {}  -- key base -> the subject's state in this call; the states in the order made
 
@@ -207,14 +209,27 @@ local function flush(s)
   end
 end
 
+-- The request ids of the call's admissions, by the key base of their first scope (filled before they are decided).
+local asked = {}
+
 -- The state of the subject at `base` at `now`: read now, or kept from an earlier admission at the same time.
+-- `before`: which of the request ids asked for in this call held a reservation already (retries).
 local function state(base, now)
   local s = S[base]
   if s and s.now == now then return s end
   if s then flush(s) end
-  local live = purge(base, now)
+  local live, before = purge(base, now), {}
+  if live > 0 and asked[base] then
+    local rids = asked[base]
+    for first = 1, #rids, 1000 do
+      local last = math.min(first + 999, #rids)
+      for i, score in ipairs(redis.call('ZMSCORE', base .. 'res', unpack(rids, first, last))) do
+        if score then before[rids[first + i - 1]] = true end
+      end
+    end
+  end
   s = {base = base, now = now, live0 = live, live = live, revoked = redis.call('EXISTS', base .. 'revoked') == 1,
-       spend = {}, b = {}, res = {}, resd = {}, added = {}, cost = 0, ttl = 0}
+       spend = {}, b = {}, res = {}, resd = {}, added = {}, before = before, cost = 0, ttl = 0}
   S[base] = s
   order[#order + 1] = s
   return s
@@ -255,31 +270,54 @@ local function take(s, name, cap, l, hold)
   return b.l
 end
 
-local function admit(K, L, now, rid, tokens, cost, ttl)
+-- The budget windows at `now`, and the budgets in the order checked (one table per time of the call).
+local W = {}
+local function budgets_at(now)
+  local b = W[now]
+  if b == nil then
+    local w = windows(now)
+    b = {{'budget_total', 6, 't', false}, {'budget_month', 5, w.month, w.month_end},
+         {'budget_day', 4, w.day, w.day_end}}
+    W[now] = b
+  end
+  return b
+end
+
+-- What the x-ratelimit headers show of a bucket `cap` deep that holds `l`: the whole units left, and the time until
+-- it is full again.
+local function shown(l, cap)
+  return string.format('%d|%.3fs', math.max(0, math.floor(l)), math.max(0, (cap - l) * 60 / cap))
+end
+
+-- The answer to an admission: what its first scope's buckets (state `s`, limits `l`) show after it.
+local function admitted(s, l)
+  local r, t = '|', '|'
+  if l[1] then r = shown(level(s, 'rpm', l[1]), l[1]) end
+  if l[2] then t = shown(level(s, 'tpm', l[2]), l[2]) end
+  return '1||0||0|0|' .. r .. '|' .. t
+end
+
+local function refused(s, l, limit, i, retry, used, reserved)
+  return '0|' .. limit .. '|' .. tostring(i) .. '|' .. retry .. '|' .. fmt(used) .. '|' .. fmt(reserved)
+         .. string.sub(admitted(s, l), 10)
+end
+
+-- `ctext`, `ttext`, `ltext`: the cost, tokens and ttl as sent, kept as the reservation's details.
+local function admit(K, L, now, rid, tokens, cost, ttl, ctext, ttext, ltext)
   local n = #K
   local st = {}
   for i = 1, n do st[i] = state(K[i], now) end
 
-  local function answer(admitted, limit, i, retry, used, reserved)
-    local r, t = '', ''
-    if L[1][1] then r = fmt(level(st[1], 'rpm', L[1][1])) end
-    if L[1][2] then t = fmt(level(st[1], 'tpm', L[1][2])) end
-    return table.concat({admitted, limit, tostring(i), retry, fmt(used), fmt(reserved), r, t}, '|')
-  end
-
   local first = st[1]
-  if first.added[rid] or (first.live0 > 0 and redis.call('ZSCORE', first.base .. 'res', rid)) then
-    return answer('1', '', 0, '', 0, 0)  -- retried
+  if first.added[rid] or first.before[rid] then
+    return admitted(first, L[1])  -- retried
   end
 
   -- Check everything (in CHECK_ORDER, then scope order) before taking anything.
   for i = 1, n do
-    if st[i].revoked then return answer('0', 'revoked', i, '', 0, 0) end
+    if st[i].revoked then return refused(st[1], L[1], 'revoked', i, '', 0, 0) end
   end
-  local w = windows(now)
-  local budgets = {{'budget_total', 6, 't', false}, {'budget_month', 5, w.month, w.month_end},
-                   {'budget_day', 4, w.day, w.day_end}}
-  for _, b in ipairs(budgets) do
+  for _, b in ipairs(budgets_at(now)) do
     for i = 1, n do
       local budget = L[i][b[2]]
       if budget then
@@ -288,21 +326,23 @@ local function admit(K, L, now, rid, tokens, cost, ttl)
         if left <= EPS or cost > left + EPS then
           local retry = ''
           if b[4] then retry = fmt(b[4] - now) end
-          return answer('0', b[1], i, retry, used, reserved)
+          return refused(st[1], L[1], b[1], i, retry, used, reserved)
         end
       end
     end
   end
   for i = 1, n do
     local most = L[i][3]
-    if most and st[i].live >= most then return answer('0', 'concurrency', i, fmt($conc_retry), st[i].live, 0) end
+    if most and st[i].live >= most then
+      return refused(st[1], L[1], 'concurrency', i, fmt($conc_retry), st[i].live, 0)
+    end
   end
   for i = 1, n do
     if L[i][1] then
       local rpm = L[i][1]
       local l = level(st[i], 'rpm', rpm)
       local wait = (1 - l) * 60 / rpm
-      if wait > SLACK then return answer('0', 'rpm', i, fmt(wait), l, 0) end
+      if wait > SLACK then return refused(st[1], L[1], 'rpm', i, fmt(wait), l, 0) end
     end
   end
   for i = 1, n do
@@ -311,7 +351,7 @@ local function admit(K, L, now, rid, tokens, cost, ttl)
       local l = level(st[i], 'tpm', tpm)
       local need = math.min(tokens, tpm)  -- more than the bucket holds: admitted when it is full
       local wait = (need - l) * 60 / tpm
-      if wait > SLACK then return answer('0', 'tpm', i, fmt(wait), l, 0) end
+      if wait > SLACK then return refused(st[1], L[1], 'tpm', i, fmt(wait), l, 0) end
     end
   end
 
@@ -320,30 +360,44 @@ local function admit(K, L, now, rid, tokens, cost, ttl)
     if L[i][1] then take(s, 'rpm', L[i][1], level(s, 'rpm', L[i][1]) - 1, ttl) end
     if L[i][2] then take(s, 'tpm', L[i][2], level(s, 'tpm', L[i][2]) - tokens, ttl) end
     s.res[#s.res + 1], s.res[#s.res + 2] = fmt(now + ttl), rid
-    s.resd[#s.resd + 1], s.resd[#s.resd + 2] = rid, fmt(cost) .. ' ' .. string.format('%d', tokens) .. ' ' .. fmt(ttl)
+    s.resd[#s.resd + 1], s.resd[#s.resd + 2] = rid, ctext .. ' ' .. ttext .. ' ' .. ltext
     s.added[rid] = true
     s.live = s.live + 1
     s.held = held(s) + cost
     s.cost = s.cost + cost
     s.ttl = math.max(s.ttl, ttl)
   end
-  return answer('1', '', 0, '', 0, 0)
+  return admitted(first, L[1])
 end
 
-local out, j = {}, 1
-while j <= #ARGV do
-  local now = at(ARGV[j])
-  local K, L, p = {}, {}, j + 6
-  for i = 1, tonumber(ARGV[j + 5]) do
-    K[i], L[i] = KEYS[tonumber(ARGV[p])], {}
-    for m = 1, 6 do
-      local v = tonumber(ARGV[p + m])
-      if v >= 0 then L[i][m] = v end
-    end
-    p = p + 7
+local L = {}
+for e = 1, #KEYS do
+  local limits, p = {}, (e - 1) * 6
+  for m = 1, 6 do
+    local v = tonumber(ARGV[p + m])
+    if v >= 0 then limits[m] = v end
   end
-  out[#out + 1] = admit(K, L, now, ARGV[j + 1], tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4]))
-  j = p
+  L[e] = limits
+end
+local out, j = {}, #KEYS * 6 + 1
+while j <= #ARGV do
+  local base, n = KEYS[tonumber(ARGV[j + 6])], tonumber(ARGV[j + 5])
+  local rids = asked[base] or {}
+  rids[#rids + 1] = ARGV[j + 1]
+  asked[base] = rids
+  j = j + 6 + n
+end
+j = #KEYS * 6 + 1
+while j <= #ARGV do
+  local now, n = at(ARGV[j]), tonumber(ARGV[j + 5])
+  local ks, ls = {}, {}
+  for i = 1, n do
+    local e = tonumber(ARGV[j + 5 + i])
+    ks[i], ls[i] = KEYS[e], L[e]
+  end
+  local c, t, l = ARGV[j + 3], ARGV[j + 2], ARGV[j + 4]
+  out[#out + 1] = admit(ks, ls, now, ARGV[j + 1], tonumber(t), tonumber(c), tonumber(l), c, t, l)
+  j = j + 6 + n
 end
 for _, s in ipairs(order) do flush(s) end
 return table.concat(out, '\n')
@@ -458,6 +512,8 @@ return {redis.call('GET', base .. 'spend:' .. w.day) or '0', redis.call('GET', b
 
 _LIMIT_NAMES: frozenset[str] = frozenset(CHECK_ORDER)
 
+_K = TypeVar("_K")
+
 
 def _num(x: float | None) -> str:
     return "-1" if x is None else repr(float(x))
@@ -468,11 +524,11 @@ def _limit_args(limits: Limits) -> list[str]:
             _num(limits.budget_month), _num(limits.budget_total)]
 
 
-def _index_of(keys: dict[str, int], base: str) -> int:
-    """The position (from 1) of key base ``base`` in a call's KEYS, which it joins if new."""
-    index = keys.get(base)
+def _index_of(keys: dict[_K, int], key: _K) -> int:
+    """The position (from 1) of ``key`` in a call's KEYS, which it joins if new."""
+    index = keys.get(key)
     if index is None:
-        index = keys[base] = len(keys) + 1
+        index = keys[key] = len(keys) + 1
     return index
 
 
@@ -506,14 +562,14 @@ class RedisLimiter:
                                   scripts=(self._admit_many, self._settle, self._settle_many))
         self._where = self._redis.where
         # The key base and limit arguments of the scopes seen lately (callers reuse their Scope objects).
-        self._scope_args: dict[int, tuple[Scope, str, bytes]] = {}
+        self._scope_args: dict[int, tuple[Scope, tuple[str, bytes]]] = {}
         # Admissions waiting for the end of this turn of the event loop, then sent as one script call: the
-        # encoded arguments of each, its number of arguments, who waits for its answer, and the key bases they
-        # name (→ their index in the call's KEYS).
+        # encoded arguments of each, its number of arguments, who waits for its answer, and the scopes they name
+        # (key base and encoded limits → their index in the call's KEYS).
         self._admissions: list[bytes] = []
         self._admission_args = 0
-        self._admitted: list[asyncio.Future[str]] = []
-        self._admission_keys: dict[str, int] = {}
+        self._admitted: list[tuple[asyncio.Future[Admission], Ask]] = []
+        self._admission_scopes: dict[tuple[str, bytes], int] = {}
         self._admissions_scheduled = False
         # Settlements waiting for the end of this turn of the event loop, then sent as one script call: the
         # encoded arguments of each, and the key bases they name (→ their index in the call's KEYS).
@@ -546,79 +602,91 @@ class RedisLimiter:
         if cached is None or cached[0] is not scope:
             if len(self._scope_args) >= 10_000:
                 self._scope_args.clear()
-            cached = self._scope_args[id(scope)] = (scope, self._base(scope.subject), bulk(_limit_args(scope.limits)))
-        return cached[1], cached[2]
+            cached = self._scope_args[id(scope)] = (scope, (self._base(scope.subject), bulk(_limit_args(scope.limits))))
+        return cached[1]
 
     async def admit(self, ask: Ask) -> Admission:
         """Admit ``ask``. The admissions of one turn of the event loop leave together, as one script call that
         Redis answers in order, after any settlement made before them."""
+        return await self.admit_soon(ask)
+
+    def admit_soon(self, ask: Ask) -> asyncio.Future[Admission]:
+        """:meth:`admit` as a future (the request path's way: no coroutine of its own)."""
+        answered: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         scopes = ask.scopes
         if not scopes:
-            return Admission(True)
+            answered.set_result(Admission(True))
+            return answered
         now, rid = self._now(ask.now), ask.request_id
         tokens, cost, ttl = str(int(ask.tokens)), repr(float(ask.cost)), repr(float(ask.ttl))
-        keys = self._admission_keys
+        named = self._admission_scopes
         if len(scopes) == 1:
-            base, limits = self._scope_parts(scopes[0])
-            at = str(_index_of(keys, base))
+            at = str(_index_of(named, self._scope_parts(scopes[0])))
             if rid.isascii():  # request ids are: encoded in one go
-                head = (f"${len(now)}\r\n{now}\r\n${len(rid)}\r\n{rid}\r\n${len(tokens)}\r\n{tokens}\r\n"
-                        f"${len(cost)}\r\n{cost}\r\n${len(ttl)}\r\n{ttl}\r\n$1\r\n1\r\n${len(at)}\r\n{at}\r\n").encode()
+                self._admissions.append(
+                    f"${len(now)}\r\n{now}\r\n${len(rid)}\r\n{rid}\r\n${len(tokens)}\r\n{tokens}\r\n"
+                    f"${len(cost)}\r\n{cost}\r\n${len(ttl)}\r\n{ttl}\r\n$1\r\n1\r\n${len(at)}\r\n{at}\r\n".encode())
             else:
-                head = bulk([now, rid, tokens, cost, ttl, 1, at])
-            self._admissions.append(head + limits)
+                self._admissions.append(bulk([now, rid, tokens, cost, ttl, 1, at]))
         else:
-            parts = [bulk([now, rid, tokens, cost, ttl, len(scopes)])]
-            for scope in scopes:
-                base, limits = self._scope_parts(scope)
-                parts += (bulk([_index_of(keys, base)]), limits)
-            self._admissions.append(b"".join(parts))
-        self._admission_args += 6 + 7 * len(scopes)
-        answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._admitted.append(answered)
+            self._admissions.append(bulk([now, rid, tokens, cost, ttl, len(scopes),
+                                          *(_index_of(named, self._scope_parts(scope)) for scope in scopes)]))
+        self._admission_args += 6 + len(scopes)
+        self._admitted.append((answered, ask))
         if len(self._admitted) >= _ADMIT_BATCH:
             self._send_admissions()
         elif not self._admissions_scheduled:
             self._admissions_scheduled = True
             answered.get_loop().call_soon(self._send_admissions)
-        out = await answered
-        admitted, limit, index_text, retry, used, reserved, rpm_level, tpm_level = out.split("|")
-        quota = quota_of(scopes[0].limits, float(rpm_level) if rpm_level else None,
-                         float(tpm_level) if tpm_level else None)
-        if admitted == "1":
+        return answered
+
+    def _admission(self, ask: Ask, out: bytes) -> Admission:
+        """The admission the script's answer ``out`` to ``ask`` stands for."""
+        admitted, limit, index_text, retry, used, reserved, rpm_left, rpm_reset, tpm_left, tpm_reset = out.split(b"|")
+        scopes = ask.scopes
+        quota = ShownQuota(scopes[0].limits, (rpm_left, rpm_reset) if rpm_left else None,
+                           (tpm_left, tpm_reset) if tpm_left else None)
+        if admitted == b"1":
             return Admission(True, None, quota)
-        if limit not in _LIMIT_NAMES:  # pragma: no cover - the script and CHECK_ORDER disagree
+        name = limit.decode()
+        if name not in _LIMIT_NAMES:  # pragma: no cover - the script and CHECK_ORDER disagree
             raise LimiterUnavailable(f"redis at {self._where}: unexpected answer {out!r}")
-        refusal = refusal_of(ask, scopes[int(index_text) - 1], cast(LimitName, limit),
+        refusal = refusal_of(ask, scopes[int(index_text) - 1], cast(LimitName, name),
                              float(retry) if retry else None, float(used), float(reserved))
         return Admission(False, refusal, quota)
 
     def _send_admissions(self) -> None:
         self._admissions_scheduled = False
-        admissions, waiting, keys, count = self._admissions, self._admitted, self._admission_keys, self._admission_args
+        admissions, waiting, named = self._admissions, self._admitted, self._admission_scopes
+        count = self._admission_args
         if not admissions:
             return
-        if self._pending:  # settlements made earlier go first
+        if self._pending:  # settlements made earlier go first (in the same write)
             self._send_settlements()
-        self._admissions, self._admitted, self._admission_keys, self._admission_args = [], [], {}, 0
-        body = b"".join([bulk([len(keys), *keys]), *admissions])
+        self._admissions, self._admitted, self._admission_scopes, self._admission_args = [], [], {}, 0
+        body = b"".join([bulk([len(named), *(base for base, _ in named)]), *(limits for _, limits in named),
+                         *admissions])
 
         def answered(out: Any) -> None:
-            answers = cast(str, out).split("\n")
+            answers = cast(str, out).encode().split(b"\n")
             if len(answers) != len(waiting):  # pragma: no cover - the script answers each admission
                 failed(RedisUnavailable(f"{len(answers)} answers to {len(waiting)} admissions"))
                 return
-            for fut, answer in zip(waiting, answers, strict=True):
-                if not fut.done():  # its request may have been cancelled meanwhile
-                    fut.set_result(answer)
+            for (fut, ask), answer in zip(waiting, answers, strict=True):
+                if fut.done():  # its request may have been cancelled meanwhile
+                    continue
+                try:
+                    fut.set_result(self._admission(ask, answer))
+                except LimiterUnavailable as exc:  # pragma: no cover - see _admission
+                    fut.set_exception(exc)
 
         def failed(exc: BaseException) -> None:
-            for fut in waiting:
+            for fut, _ in waiting:
                 if not fut.done():
                     fut.set_exception(LimiterUnavailable(f"redis at {self._where}: {exc}"))
 
         try:
-            self._redis.run_nowait(self._admit_many, 1 + len(keys) + count, body, failed, answered)
+            self._redis.run_nowait(self._admit_many, 1 + 7 * len(named) + count, body, failed, answered, at_once=True)
         except Exception as exc:  # pragma: no cover - nothing is left waiting for an answer that cannot come
             failed(exc)
 
@@ -630,7 +698,7 @@ class RedisLimiter:
         """:meth:`settle` one subject without waiting for the answer (the request path's way). The settlements
         of one turn of the event loop leave together, as one script call, before any later command of this
         limiter. A failure is logged; the reservations then expire by themselves."""
-        if tokens < 0 or not (math.isfinite(cost) and cost >= 0):
+        if not (tokens >= 0 and 0.0 <= cost < math.inf):
             raise ValueError("tokens and cost must be ≥ 0")
         index = _index_of(self._pending_keys, self._base(subject))
         now = "" if self._clock is None else repr(float(self._clock()))

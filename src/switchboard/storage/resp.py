@@ -141,21 +141,24 @@ class _Connection(asyncio.Protocol):
         self.queue(payload, fut)
         return fut
 
-    def queue(self, payload: bytes, waiter: _Waiter) -> None:
-        """Queue ``payload`` for the next write; ``waiter`` hears its reply or failure."""
+    def queue(self, payload: bytes, waiter: _Waiter, *, at_once: bool = False) -> None:
+        """Queue ``payload`` for the next write (``at_once``: write it and what is queued before it now);
+        ``waiter`` hears its reply or failure."""
         if self.lost is not None:
             waiter.set_exception(RedisUnavailable(str(self.lost)))
             return
         self.waiting.append((waiter, self.loop.time() + self.timeout))
         self.out.append(payload)
-        if not self.flush_scheduled:
+        if at_once:
+            self._flush()
+        elif not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.timeout, self._check_deadline)
 
     def _flush(self) -> None:
-        self.flush_scheduled = False
+        self.flush_scheduled = False  # a flush still scheduled finds nothing left to write
         if self.out and self.transport is not None and self.lost is None:
             data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
             self.out = []
@@ -325,18 +328,18 @@ class RedisClient:
                 await self.call("SCRIPT", "LOAD", script.source)
 
     def run_nowait(self, script: Script, count: int, body: bytes, on_error: Callable[[BaseException], None],
-                   on_result: Callable[[Any], None] | None = None) -> None:
+                   on_result: Callable[[Any], None] | None = None, *, at_once: bool = False) -> None:
         """:meth:`run_encoded` without waiting for the answer: ``on_result`` (if given) hears it, ``on_error`` of
-        a failure. On an open connection this costs no task and no future: the command joins the next write. A
-        script the server does not know yet, or a broken connection, gets one more try through
-        :meth:`run_encoded`."""
+        a failure. On an open connection this costs no task and no future: the command joins the next write
+        (``at_once``: it is written now, with the commands queued before it). A script the server does not know
+        yet, or a broken connection, gets one more try through :meth:`run_encoded`."""
         conn = self._conn
         if conn is None or conn.lost is not None:
             self._spawn(self.run_encoded(script, count, body), on_error, on_result)
             return
         self._detached += 1
         conn.queue(b"*%d\r\n%s%s" % (count + 2, script.head, body),
-                   _Detached(self, script, count, body, on_error, on_result))
+                   _Detached(self, script, count, body, on_error, on_result), at_once=at_once)
 
     def _answered(self) -> None:
         self._detached -= 1
