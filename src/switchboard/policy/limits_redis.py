@@ -188,8 +188,10 @@ local function call_with(cmd, key, list)
   end
 end
 
+local BUCKETS = {'rpm', 'tpm'}  -- the token buckets, in the order of the limits in ARGV
+
 local function flush(s)
-  for _, name in ipairs({'rpm', 'tpm'}) do
+  for _, name in ipairs(BUCKETS) do
     local b = s.b[name]
     if b and b.dirty then
       redis.call('HSET', s.base .. name, 'l', fmt(b.l), 't', fmt(b.t), 'c', fmt(b.cap))
@@ -337,21 +339,16 @@ local function admit(K, L, now, rid, tokens, cost, ttl, ctext, ttext, ltext)
       return refused(st[1], L[1], 'concurrency', i, fmt($conc_retry), st[i].live, 0)
     end
   end
-  for i = 1, n do
-    if L[i][1] then
-      local rpm = L[i][1]
-      local l = level(st[i], 'rpm', rpm)
-      local wait = (1 - l) * 60 / rpm
-      if wait > SLACK then return refused(st[1], L[1], 'rpm', i, fmt(wait), l, 0) end
-    end
-  end
-  for i = 1, n do
-    if L[i][2] then
-      local tpm = L[i][2]
-      local l = level(st[i], 'tpm', tpm)
-      local need = math.min(tokens, tpm)  -- more than the bucket holds: admitted when it is full
-      local wait = (need - l) * 60 / tpm
-      if wait > SLACK then return refused(st[1], L[1], 'tpm', i, fmt(wait), l, 0) end
+  for m = 1, 2 do  -- every scope's rpm, then every scope's tpm
+    local name, one = BUCKETS[m], m == 1
+    for i = 1, n do
+      local cap = L[i][m]
+      if cap then
+        local l = level(st[i], name, cap)
+        -- A request takes one from rpm, its tokens from tpm: more than the bucket holds is admitted when it is full.
+        local wait = (math.min(one and 1 or tokens, cap) - l) * 60 / cap
+        if wait > SLACK then return refused(st[1], L[1], name, i, fmt(wait), l, 0) end
+      end
     end
   end
 
