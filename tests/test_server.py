@@ -31,6 +31,12 @@ async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
+    if scope["path"] == "/lines":  # header lines the app rendered, where the server offers to take them
+        offered = "switchboard.header_lines" in scope.get("extensions", {})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")],
+                    "header_lines": b"x-b: 2\r\nx-c: 3\r\n" if offered else b""})
+        await send({"type": "http.response.body", "body": b"lines"})
+        return
     body = b"%s %s %d" % (scope["method"].encode(), scope["path"].encode(), len(msg["body"]))
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
@@ -93,6 +99,16 @@ async def test_streamed_body_is_chunked(server: Running) -> None:
     reader, writer = await server.connect()
     writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
     assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"one two three")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_header_lines_from_the_app_follow_its_headers(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"GET /lines HTTP/1.1\r\nhost: x\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head == b"HTTP/1.1 200 OK\r\nx-a: 1\r\nx-b: 2\r\nx-c: 3\r\ncontent-length: 5\r\n\r\n"
+    assert await reader.readexactly(5) == b"lines"
     writer.close()
     await writer.wait_closed()
 

@@ -34,6 +34,7 @@ from switchboard.gateway import ChatStream, Gateway, RequestContext, new_request
 from switchboard.ingress import anthropic_wire, openai_wire
 from switchboard.ingress.feedback_wire import parse_feedback
 from switchboard.policy.admin_api import AdminAPI
+from switchboard.policy.governor import quota_headers, quota_lines
 from switchboard.policy.keys import VirtualKey
 from switchboard.routing.explain import explanation
 from switchboard.schemas.canonical import ChatRequest
@@ -175,7 +176,7 @@ class SwitchboardApp:
         if rid is None or not _REQUEST_ID_OK.fullmatch(rid):
             rid = new_request_id()
         path: str = scope["path"]
-        ex = _Exchange(rid, headers, "anthropic" if path.startswith("/v1/messages") else "openai")
+        ex = _Exchange(rid, headers, "anthropic" if path.startswith("/v1/messages") else "openai", scope)
         endpoint = _API_ENDPOINTS.get(path)
         if endpoint is not None:
             self.metrics.request_started(endpoint)
@@ -327,7 +328,7 @@ class SwitchboardApp:
             encoder = make_encoder(stream.deployment.model)
             headers = _SSE_HEADERS + self._result_headers(ctx, None)
             ex.started = True
-            await send({"type": "http.response.start", "status": 200, "headers": ex.with_id(headers)})
+            await send(ex.response_start(200, headers))
             await self._pump(send, stream, encoder, ex)
         except asyncio.CancelledError:
             if not ex.client_gone:
@@ -442,7 +443,6 @@ class SwitchboardApp:
         rec = ctx.record
         attempts = rec.attempts
         out: Headers = [
-            *ctx.response_headers,
             (b"x-switchboard-model", (rec.public_model or "").encode("latin-1", "replace")),
             *([(b"x-switchboard-router", rec.router.encode("latin-1", "replace"))] if rec.router else []),
             (b"x-switchboard-deployment", (rec.deployment or "").encode("latin-1", "replace")),
@@ -463,7 +463,7 @@ class SwitchboardApp:
         ex.started = True
         headers.append(_JSON)
         headers.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": ex.with_id(headers)})
+        await send(ex.response_start(status, headers))
         await send({"type": "http.response.body", "body": payload})
 
     async def _send_error(self, send: Send, ex: _Exchange, exc: SwitchboardError) -> None:
@@ -472,8 +472,6 @@ class SwitchboardApp:
         render = anthropic_wire.render_error if ex.dialect == "anthropic" else openai_wire.render_error
         payload = render(exc)
         headers: Headers = []
-        if ex.ctx is not None:
-            headers.extend(ex.ctx.response_headers)
         if ex.ctx is not None and ex.ctx.record.attempts:
             rec = ex.ctx.record
             headers.append((b"x-switchboard-model", (rec.public_model or "").encode("latin-1", "replace")))
@@ -497,10 +495,12 @@ class _MethodNotAllowed(InvalidRequest):
 class _Exchange:
     """Per-request state the app needs: id, headers, dialect, and whether a response started."""
 
-    __slots__ = ("client_gone", "ctx", "dialect", "finished", "headers", "key", "recorded", "request_id", "started")
+    __slots__ = ("client_gone", "ctx", "dialect", "finished", "headers", "key", "recorded", "request_id", "scope",
+                 "started")
 
-    def __init__(self, request_id: str, headers: dict[str, str], dialect: str) -> None:
+    def __init__(self, request_id: str, headers: dict[str, str], dialect: str, scope: Scope) -> None:
         self.request_id = request_id
+        self.scope = scope
         self.headers = headers
         self.dialect = dialect
         self.ctx: RequestContext | None = None
@@ -513,6 +513,19 @@ class _Exchange:
     def with_id(self, headers: Headers) -> Headers:
         headers.append((b"x-request-id", self.request_id.encode()))
         return headers
+
+    def response_start(self, status: int, headers: Headers) -> Message:
+        """The ``http.response.start`` message of an API response: ``headers``, the request id, and what the
+        key's limits answered (``x-ratelimit-*``), as header lines where the server takes them."""
+        headers.append((b"x-request-id", self.request_id.encode()))
+        message: Message = {"type": "http.response.start", "status": status, "headers": headers}
+        admission = self.ctx.admission if self.ctx is not None else None
+        if admission is not None:
+            if "switchboard.header_lines" in (self.scope.get("extensions") or ()):
+                message["header_lines"] = quota_lines(admission)
+            else:
+                headers.extend(quota_headers(admission))
+        return message
 
 
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _Exchange) -> None:

@@ -17,10 +17,9 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any
 
 from switchboard.config.model import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from switchboard.errors import InvalidRequest, ModelNotFound, NotFound, SwitchboardError
@@ -30,9 +29,10 @@ from switchboard.execution.hedging import HedgeBudget
 from switchboard.execution.live import LiveStats
 from switchboard.execution.probes import HealthProber, ProbeTarget
 from switchboard.execution.validators import load_validator
-from switchboard.policy.governor import Governor
+from switchboard.policy.governor import Governor, unavailable
 from switchboard.policy.guardrails import StreamRestorer, Vault, restore_response
 from switchboard.policy.keys import VirtualKey
+from switchboard.policy.limits import Admission, LimiterUnavailable
 from switchboard.providers.base import Provider, create_provider
 from switchboard.providers.http import HttpClient
 from switchboard.routing.bandit import BanditStateError, Feedback, Signal
@@ -93,7 +93,7 @@ class RequestContext:
     timeout: float | None = None  # the caller's own deadline in seconds, if it set one
     key: VirtualKey | None = None  # the virtual key that made the request, when the API requires keys
     admitted: bool = False  # its tokens and dollars were reserved: settle them when it ends
-    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-* …
+    admission: Admission | None = None  # the limits' answer to its key (the x-ratelimit-* headers show it)
     vault: Vault | None = None  # values a guardrail redacted, to put back into the answer
     trace: TraceContext | None = None  # its trace, when tracing is on
     trace_prompt: str | None = None  # its prompt text for the trace, when tracing captures prompts
@@ -474,7 +474,12 @@ class Gateway:
         ctx.record.public_model = public
         route = self._route(public, model, features, ctx, decision)
         if ctx.key is not None:
-            await self._admission(ctx, request, features.prompt_tokens, route)
+            try:
+                admission = await self._admission(ctx, request, features.prompt_tokens, route)
+            except LimiterUnavailable as exc:
+                raise unavailable(exc) from None
+            ctx.admission = admission
+            self.governor.conclude(admission)
             ctx.admitted = True
         return request, route
 
@@ -517,7 +522,12 @@ class Gateway:
             rec.public_model = public
             route = self._route(public, model, RequestFeatures(public), ctx)
             if ctx.key is not None:
-                await self._admission(ctx, None, _embedding_tokens(request), route)
+                try:
+                    admission = await self._admission(ctx, None, _embedding_tokens(request), route)
+                except LimiterUnavailable as exc:
+                    raise unavailable(exc) from None
+                ctx.admission = admission
+                self.governor.conclude(admission)
                 ctx.admitted = True
             done = await self._executor.embed(route, request, ctx)
             self._settle(rec, done.deployment, done.value.usage, done.attempt)
@@ -545,9 +555,9 @@ class Gateway:
         return screened.request
 
     def _admission(self, ctx: RequestContext, request: ChatRequest | None, prompt_tokens: int,
-                   route: Route) -> Coroutine[Any, Any, None]:
-        """Reserve the request's tokens and dollars against its key's limits, once awaited (raises when refused;
-        the caller marks the request admitted)."""
+                   route: Route) -> Awaitable[Admission]:
+        """Ask the limiter to admit the request against its key's limits: its answer, once awaited (the caller
+        concludes it and marks the request admitted)."""
         assert ctx.key is not None
         policy = route.policy
         names = (route.plan.public_model, *policy.fallbacks, policy.context_fallback, policy.refusal_fallback)
@@ -555,7 +565,7 @@ class Gateway:
         if models is None:
             models = self._reservable[names] = [self.config.models[n] for n in dict.fromkeys(names)
                                                 if n is not None and n in self.config.models]
-        return self.governor.admit(ctx.key, ctx.request_id, request, prompt_tokens, models, ctx.response_headers)
+        return self.governor.admission(ctx.key, ctx.request_id, request, prompt_tokens, models)
 
     # -- record keeping ----------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ client disconnects reported to the app at once, idle keep-alive timeouts, header
 ``Expect: 100-continue``, the lifespan protocol, and graceful shutdown (stop accepting, let in-flight
 requests finish up to a deadline, close idle connections).
 
+It offers the application one extension (in ``scope["extensions"]``, as ASGI provides for): with
+``switchboard.header_lines``, an ``http.response.start`` message may carry ``header_lines``, header lines the
+application rendered itself (``b"name: value\r\n"`` each, names lower-case, no ``content-length``), written
+after its ``headers`` as they are.
+
 Usage::
 
     asyncio.run(serve(app, host="127.0.0.1", port=8080, drain_timeout=30))
@@ -36,6 +41,8 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_PIPELINED = 8
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+#: What the server offers beyond ASGI's core (see the module's docstring); the same mapping in every scope.
+_EXTENSIONS: dict[str, dict[str, Any]] = {"switchboard.header_lines": {}}
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             413: b"Payload Too Large", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
             499: b"Client Closed Request", 500: b"Internal Server Error", 502: b"Bad Gateway",
@@ -121,6 +128,9 @@ class _Cycle:
                 if len(name) == 14 and name.lower() == b"content-length":
                     has_length = True
                 parts += (name, b": ", value, b"\r\n")
+            lines = message.get("header_lines")
+            if lines:
+                parts.append(lines)
             if not self.keep_alive:
                 parts.append(b"connection: close\r\n")
             self.chunked = not has_length
@@ -288,7 +298,7 @@ class HttpProtocol(asyncio.Protocol):
             "type": "http", "asgi": _ASGI, "http_version": "1.1", "method": req.method.decode("ascii"),
             "scheme": "http", "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
             "query_string": query, "root_path": "", "headers": req.headers, "client": self._client,
-            "server": self._server, "state": {},
+            "server": self._server, "state": {}, "extensions": _EXTENSIONS,
         }
         cycle = _Cycle(self, body, req.keep_alive)
         self._cycle = cycle

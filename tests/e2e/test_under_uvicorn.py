@@ -7,7 +7,10 @@ import asyncio
 import json
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -15,9 +18,11 @@ import pytest
 import uvicorn
 
 from switchboard.app import create_app
+from switchboard.config.load import parse_config
 from switchboard.config.model import Config
-from switchboard.sim.fleet import Fleet
+from switchboard.sim.fleet import DEFAULT_FLEET, Fleet, gateway_config_for_fleet
 from tests.e2e.conftest import model_for
+from tests.e2e.servers import SimThread
 
 
 class UvicornThread:
@@ -72,3 +77,35 @@ def test_anthropic_sdk_through_uvicorn(served: UvicornThread, fleet: Fleet) -> N
         kinds = [e.type for e in stream]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     client.close()
+
+
+def test_a_keyed_request_through_uvicorn_shows_its_quota(sim: SimThread, tmp_path: Path) -> None:
+    """Under a server without Switchboard's header-lines extension the app sends the x-ratelimit-* headers as
+    ordinary headers: on an answer, a stream and a refusal."""
+    raw = gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url)
+    raw["records"] = {"enabled": False}
+    raw["admin"] = {"key": "env:ADMIN"}
+    raw["auth"] = {"virtual_keys": True, "secret": "env:SECRET", "path": str(tmp_path / "keys.db")}
+    u = UvicornThread(parse_config(raw, env={"ADMIN": "adm-uvicorn-test-key-0001", "SECRET": "s" * 40}))
+    try:
+        req = urllib.request.Request(f"{u.url}/admin/keys", method="POST",
+                                     data=json.dumps({"name": "q", "rpm": 2, "tpm": 100_000}).encode(),
+                                     headers={"authorization": "Bearer adm-uvicorn-test-key-0001",
+                                              "content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            key = json.loads(resp.read())["key"]
+        client = openai.OpenAI(base_url=f"{u.url}/v1", api_key=key, max_retries=0)
+        user: Any = [{"role": "user", "content": "Hello"}]
+        first = client.chat.completions.with_raw_response.create(model="sim-gpt-small", messages=user)
+        assert first.headers["x-ratelimit-limit-requests"] == "2"
+        assert first.headers["x-ratelimit-remaining-requests"] == "1"
+        assert first.headers["x-ratelimit-limit-tokens"] == "100000"
+        with client.chat.completions.with_streaming_response.create(model="sim-gpt-small", messages=user,
+                                                                    stream=True) as streamed:
+            assert streamed.headers["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(model="sim-gpt-small", messages=user)
+        assert err.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+        client.close()
+    finally:
+        u.close()

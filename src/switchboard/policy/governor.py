@@ -11,7 +11,7 @@ Usage::
     governor = Governor.build(config)
     key = await governor.authenticate(headers)             # None when keys are off
     screened = await governor.screen(request, key)         # redacted, rerouted or refused
-    await governor.admit(ctx, request, public, fallbacks)  # raises RateLimited / BudgetExceeded
+    await governor.admit(key, request_id, request, prompt_tokens, models, headers)  # raises RateLimited / …
 """
 
 from __future__ import annotations
@@ -278,21 +278,32 @@ class Governor:
         """Reserve the request's tokens and dollars against the key's limits; add the ``x-ratelimit-*``
         headers for the response (its error response included) to ``headers``. Raises :class:`RateLimited`
         (retry later), :class:`BudgetExceeded`, :class:`AuthenticationFailed` (revoked) or
-        :class:`NoHealthyDeployment` (the limits store is away: fail closed)."""
-        if self.limiter is None:
-            return
-        scopes = self.scopes(key)
-        tokens, cost = self.estimate(request, prompt_tokens, models)
-        ask = Ask(request_id=request_id, scopes=scopes, tokens=tokens, cost=cost,
-                  ttl=self.config.limits.reservation_ttl)
-        admit_soon = self._admit_soon
+        :class:`NoHealthyDeployment` (the limits store is away: fail closed). (:meth:`admission` and
+        :meth:`conclude` in two steps, as the request path takes them.)"""
         try:
-            admission = await (self.limiter.admit(ask) if admit_soon is None else admit_soon(ask))
+            admission = await self.admission(key, request_id, request, prompt_tokens, models)
         except LimiterUnavailable as exc:
-            log.error("limits store unavailable: %s", exc)
-            raise NoHealthyDeployment("Limits cannot be checked right now; try again shortly.",
-                                      retry_after=1.0) from None
+            raise unavailable(exc) from None
         headers.extend(quota_headers(admission))
+        self.conclude(admission)
+
+    def admission(self, key: VirtualKey, request_id: str, request: ChatRequest | None, prompt_tokens: int,
+                  models: Sequence[ModelConfig]) -> Awaitable[Admission]:
+        """Ask the limiter to admit the request: its answer, once awaited (which raises
+        :class:`LimiterUnavailable` when the store is away: see :func:`unavailable`); then :meth:`conclude`."""
+        if self.limiter is None:
+            done: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+            done.set_result(Admission(True))
+            return done
+        tokens, cost = self.estimate(request, prompt_tokens, models)
+        ask = Ask(request_id, self.scopes(key), tokens, cost, self.config.limits.reservation_ttl)
+        admit_soon = self._admit_soon
+        return self.limiter.admit(ask) if admit_soon is None else admit_soon(ask)
+
+    @staticmethod
+    def conclude(admission: Admission) -> None:
+        """Raise the client's error for a refused admission (its response shows the admission's
+        :func:`quota_headers` too)."""
         if not admission.admitted:
             raise refusal_error(admission)
 
@@ -365,11 +376,33 @@ def quota_headers(admission: Admission) -> Headers:
     return out
 
 
+def quota_lines(admission: Admission) -> bytes:
+    """:func:`quota_headers` as header lines (``b"name: value\\r\\n"`` each), for a server that takes them so."""
+    quota = admission.quota
+    if type(quota) is ShownQuota:  # the usual case with Redis: joined as the store rendered them
+        lim, rq, tk = quota.limits, quota.requests, quota.tokens
+        if rq is not None and tk is not None and lim.rpm is not None and lim.tpm is not None:
+            return b"".join((b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: " % lim.rpm, rq[0],
+                             b"\r\nx-ratelimit-reset-requests: ", rq[1],
+                             b"\r\nx-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: " % lim.tpm, tk[0],
+                             b"\r\nx-ratelimit-reset-tokens: ", tk[1], b"\r\n"))
+    parts: list[bytes] = []
+    for name, value in quota_headers(admission):
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts)
+
+
 def _bucket_headers(names: tuple[bytes, bytes, bytes], limit: int, level: float) -> Headers:
     """The three headers of a bucket ``limit`` deep, refilled in a minute, that holds ``level`` (as
     :meth:`LimitState.of_bucket` describes it)."""
     return [(names[0], b"%d" % limit), (names[1], b"%d" % level if level >= 1 else b"0"),
             (names[2], b"%.3fs" % ((limit - level) * 60.0 / limit) if level < limit else b"0.000s")]
+
+
+def unavailable(exc: LimiterUnavailable) -> NoHealthyDeployment:
+    """The client-facing error (and the log line) when the limits store is away: refused, retryably."""
+    log.error("limits store unavailable: %s", exc)
+    return NoHealthyDeployment("Limits cannot be checked right now; try again shortly.", retry_after=1.0)
 
 
 def refusal_error(admission: Admission) -> SwitchboardError:

@@ -731,7 +731,8 @@ class KeyAuthenticator:
             raise ValueError("the server secret must be at least 16 bytes")
         self._store = store
         self._secret = server_secret
-        self._salt = secrets.token_bytes(32)
+        # Keyed with a random per-process salt once; each check hashes with a copy.
+        self._fast_hash = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=32)
         self._verified: dict[str, tuple[str, bytes]] = {}  # key id → (stored digest, fast hash) that passed
         # fast hash → the key id parsed from that key (only keys that passed): the parse is a pure function.
         self._parsed: dict[bytes, str] = {}
@@ -748,7 +749,9 @@ class KeyAuthenticator:
         """The key ``plaintext`` stands for, usable at ``now`` (wall clock), or :class:`AuthenticationFailed`."""
         if len(plaintext) != _KEY_LENGTH:
             raise AuthenticationFailed(_INVALID)
-        fast = hashlib.blake2b(plaintext.encode("utf-8"), key=self._salt, digest_size=32).digest()
+        hasher = self._fast_hash.copy()
+        hasher.update(plaintext.encode())
+        fast = hasher.digest()
         key_id = self._parsed.get(fast)  # a key seen before: its id without matching the pattern again
         if key_id is None:
             key_id = parse_key(plaintext)

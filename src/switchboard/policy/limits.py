@@ -163,11 +163,11 @@ class Ask:
     now: float | None = None
 
     def __post_init__(self) -> None:
-        if (self.request_id and self.tokens >= 0 and 0.0 <= self.cost < math.inf and 0.0 < self.ttl < math.inf
-                and self.now is None and len(self.scopes) < 2):
+        if (self.request_id and "\n" not in self.request_id and self.tokens >= 0 and 0.0 <= self.cost < math.inf
+                and 0.0 < self.ttl < math.inf and self.now is None and len(self.scopes) < 2):
             return  # the usual ask (one made per request): nothing more to check
-        if not self.request_id:
-            raise ValueError("an ask needs a request id")
+        if not self.request_id or "\n" in self.request_id:
+            raise ValueError("an ask needs a request id, without a line break")
         if self.tokens < 0:
             raise ValueError("tokens must be ≥ 0")
         if not (math.isfinite(self.cost) and self.cost >= 0):
@@ -605,6 +605,8 @@ class MemoryLimiter:
 
     def settle_nowait(self, request_id: str, subject: str, tokens: int, cost: float) -> None:
         """:meth:`settle` one subject at once, without a coroutine (the request path's way)."""
+        if "\n" in request_id:  # as in the Redis limiter, which sends request ids a line each
+            raise ValueError("a request id has no line break")
         self._finish(request_id, (subject,), tokens, cost, release=False, now=None)
 
     async def release(self, request_id: str, scopes: Sequence[Scope] | Sequence[str], *,

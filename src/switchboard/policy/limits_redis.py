@@ -40,7 +40,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from string import Template
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from switchboard.policy.limits import (
     BUCKET_SLACK,
@@ -172,8 +172,9 @@ end
 # one that finds which of the call's request ids hold a reservation already (retries).
 # KEYS: the key base of each scope the admissions name (a base twice if it came with two sets of limits).
 # ARGV: first, per scope in KEYS, its six limits (-1 = none) in the order rpm, tpm, max_concurrency, budget_day,
-# budget_month, budget_total; then per admission: now ('' = Redis TIME), request id, tokens, cost, ttl, the
-# number of its scopes, and the index in KEYS of each.
+# budget_month, budget_total; then one text of the admissions, a line each: now ('' = Redis TIME), tokens, cost,
+# ttl, the indexes in KEYS of its scopes (joined by commas) and the request id (the rest of the line), separated
+# by spaces.
 # Returns one answer per admission, joined by newlines: "admitted|limit|scope index|retry_after|used|reserved|rpm
 # left|rpm reset|tpm left|tpm reset" (admitted '1' or '0', retry_after '' for none; then what the x-ratelimit headers
 # show of the first scope's buckets, as ShownQuota holds it, '' = not limited; see refusal_of() for what used and
@@ -376,25 +377,23 @@ for e = 1, #KEYS do
   end
   L[e] = limits
 end
-local out, j = {}, #KEYS * 6 + 1
-while j <= #ARGV do
-  local base, n = KEYS[tonumber(ARGV[j + 6])], tonumber(ARGV[j + 5])
-  local rids = asked[base] or {}
-  rids[#rids + 1] = ARGV[j + 1]
-  asked[base] = rids
-  j = j + 6 + n
-end
-j = #KEYS * 6 + 1
-while j <= #ARGV do
-  local now, n = at(ARGV[j]), tonumber(ARGV[j + 5])
+local asks = {}
+for now, t, c, l, scopes, rid in string.gmatch(ARGV[#KEYS * 6 + 1],
+                                             '([^ \n]*) ([^ \n]+) ([^ \n]+) ([^ \n]+) ([^ \n]+) ([^\n]+)') do
   local ks, ls = {}, {}
-  for i = 1, n do
-    local e = tonumber(ARGV[j + 5 + i])
-    ks[i], ls[i] = KEYS[e], L[e]
+  for e in string.gmatch(scopes, '%d+') do
+    e = tonumber(e)
+    ks[#ks + 1], ls[#ls + 1] = KEYS[e], L[e]
   end
-  local c, t, l = ARGV[j + 3], ARGV[j + 2], ARGV[j + 4]
-  out[#out + 1] = admit(ks, ls, now, ARGV[j + 1], tonumber(t), tonumber(c), tonumber(l), c, t, l)
-  j = j + 6 + n
+  local rids = asked[ks[1]] or {}
+  rids[#rids + 1] = rid
+  asked[ks[1]] = rids
+  asks[#asks + 1] = {now, t, c, l, ks, ls, rid}
+end
+local out = {}
+for i, a in ipairs(asks) do
+  local t, c, l = a[2], a[3], a[4]
+  out[i] = admit(a[5], a[6], at(a[1]), a[7], tonumber(t), tonumber(c), tonumber(l), c, t, l)
 end
 for _, s in ipairs(order) do flush(s) end
 return table.concat(out, '\n')
@@ -471,21 +470,22 @@ return 1
 """
 
 # Many settlements in one call (what a process finished in one turn of its event loop), grouped by subject.
-# KEYS: the key bases of their subjects. ARGV: five per settlement: now ('' = Redis TIME), the index of its
-# subject's key base in KEYS, request id, tokens, cost.
+# KEYS: the key bases of their subjects. ARGV: one text of the settlements, a line each: now ('' = Redis TIME),
+# the index of its subject's key base in KEYS, tokens, cost and the request id (the rest of the line), separated
+# by spaces.
 _SETTLE_MANY = _PRELUDE + _SETTLE_GROUP + r"""
 local groups, order = {}, {}
-for j = 1, #ARGV, 5 do
-  local now = at(ARGV[j])
-  local id = ARGV[j + 1] .. ' ' .. fmt(now)
+for at_text, e, tokens, cost, rid in string.gmatch(ARGV[1], '([^ \n]*) ([^ \n]+) ([^ \n]+) ([^ \n]+) ([^\n]+)') do
+  local now = at(at_text)
+  local id = e .. ' ' .. fmt(now)
   local g = groups[id]
   if not g then
-    g = {KEYS[tonumber(ARGV[j + 1])], now, {}, {}, {}}
+    g = {KEYS[tonumber(e)], now, {}, {}, {}}
     groups[id] = g
     order[#order + 1] = g
   end
   local n = #g[3] + 1
-  g[3][n], g[4][n], g[5][n] = ARGV[j + 2], tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
+  g[3][n], g[4][n], g[5][n] = rid, tonumber(tokens), tonumber(cost)
 end
 local w, w_at = nil, nil
 for _, g in ipairs(order) do
@@ -509,7 +509,6 @@ return {redis.call('GET', base .. 'spend:' .. w.day) or '0', redis.call('GET', b
 
 _LIMIT_NAMES: frozenset[str] = frozenset(CHECK_ORDER)
 
-_K = TypeVar("_K")
 
 
 def _num(x: float | None) -> str:
@@ -519,14 +518,6 @@ def _num(x: float | None) -> str:
 def _limit_args(limits: Limits) -> list[str]:
     return [_num(limits.rpm), _num(limits.tpm), _num(limits.max_concurrency), _num(limits.budget_day),
             _num(limits.budget_month), _num(limits.budget_total)]
-
-
-def _index_of(keys: dict[_K, int], key: _K) -> int:
-    """The position (from 1) of ``key`` in a call's KEYS, which it joins if new."""
-    index = keys.get(key)
-    if index is None:
-        index = keys[key] = len(keys) + 1
-    return index
 
 
 def _glob_escape(text: str) -> str:
@@ -560,17 +551,17 @@ class RedisLimiter:
         self._where = self._redis.where
         # The key base and limit arguments of the scopes seen lately (callers reuse their Scope objects).
         self._scope_args: dict[int, tuple[Scope, tuple[str, bytes]]] = {}
-        # Admissions waiting for the end of this turn of the event loop, then sent as one script call: the
-        # encoded arguments of each, its number of arguments, who waits for its answer, and the scopes they name
-        # (key base and encoded limits → their index in the call's KEYS).
-        self._admissions: list[bytes] = []
-        self._admission_args = 0
+        # Admissions waiting for the end of this turn of the event loop, then sent as one script call: the line
+        # of each (as the script reads them), who waits for its answer, and the scopes they name, in the order of
+        # the call's KEYS (by identity → their index: their asks keep them alive while they wait).
+        self._admissions: list[str] = []
         self._admitted: list[tuple[asyncio.Future[Admission], Ask]] = []
-        self._admission_scopes: dict[tuple[str, bytes], int] = {}
+        self._admission_scopes: dict[int, int] = {}
+        self._admission_scope_list: list[Scope] = []
         self._admissions_scheduled = False
-        # Settlements waiting for the end of this turn of the event loop, then sent as one script call: the
-        # encoded arguments of each, and the key bases they name (→ their index in the call's KEYS).
-        self._pending: list[bytes] = []
+        # Settlements waiting for the end of this turn of the event loop, then sent as one script call: the line
+        # of each, and the subjects they name (→ the index of their key base in the call's KEYS).
+        self._pending: list[str] = []
         self._pending_keys: dict[str, int] = {}
         self._send_scheduled = False
 
@@ -614,21 +605,16 @@ class RedisLimiter:
         if not scopes:
             answered.set_result(Admission(True))
             return answered
-        now, rid = self._now(ask.now), ask.request_id
-        tokens, cost, ttl = str(int(ask.tokens)), repr(float(ask.cost)), repr(float(ask.ttl))
-        named = self._admission_scopes
+        now = "" if ask.now is None and self._clock is None else self._now(ask.now)
+        named = self._admission_scopes  # the call's scopes (alive while their asks wait) by identity
         if len(scopes) == 1:
-            at = str(_index_of(named, self._scope_parts(scopes[0])))
-            if rid.isascii():  # request ids are: encoded in one go
-                self._admissions.append(
-                    f"${len(now)}\r\n{now}\r\n${len(rid)}\r\n{rid}\r\n${len(tokens)}\r\n{tokens}\r\n"
-                    f"${len(cost)}\r\n{cost}\r\n${len(ttl)}\r\n{ttl}\r\n$1\r\n1\r\n${len(at)}\r\n{at}\r\n".encode())
-            else:
-                self._admissions.append(bulk([now, rid, tokens, cost, ttl, 1, at]))
+            at: int | str | None = named.get(id(scopes[0]))
+            if at is None:
+                at = named[id(scopes[0])] = len(named) + 1
+                self._admission_scope_list.append(scopes[0])
         else:
-            self._admissions.append(bulk([now, rid, tokens, cost, ttl, len(scopes),
-                                          *(_index_of(named, self._scope_parts(scope)) for scope in scopes)]))
-        self._admission_args += 6 + len(scopes)
+            at = ",".join([str(self._scope_index(scope)) for scope in scopes])
+        self._admissions.append(f"{now} {int(ask.tokens)} {float(ask.cost)!r} {float(ask.ttl)!r} {at} {ask.request_id}")
         self._admitted.append((answered, ask))
         if len(self._admitted) >= _ADMIT_BATCH:
             self._send_admissions()
@@ -636,6 +622,14 @@ class RedisLimiter:
             self._admissions_scheduled = True
             answered.get_loop().call_soon(self._send_admissions)
         return answered
+
+    def _scope_index(self, scope: Scope) -> int:
+        """The position (from 1) of ``scope`` in the next admission call's KEYS, which it joins if new."""
+        index = self._admission_scopes.get(id(scope))
+        if index is None:
+            index = self._admission_scopes[id(scope)] = len(self._admission_scopes) + 1
+            self._admission_scope_list.append(scope)
+        return index
 
     def _admission(self, ask: Ask, out: bytes) -> Admission:
         """The admission the script's answer ``out`` to ``ask`` stands for."""
@@ -654,15 +648,16 @@ class RedisLimiter:
 
     def _send_admissions(self) -> None:
         self._admissions_scheduled = False
-        admissions, waiting, named = self._admissions, self._admitted, self._admission_scopes
-        count = self._admission_args
+        admissions, waiting, scopes = self._admissions, self._admitted, self._admission_scope_list
         if not admissions:
             return
         if self._pending:  # settlements made earlier go first (in the same write)
             self._send_settlements()
-        self._admissions, self._admitted, self._admission_scopes, self._admission_args = [], [], {}, 0
+        self._admissions, self._admitted, self._admission_scopes, self._admission_scope_list = [], [], {}, []
+        named = [self._scope_parts(scope) for scope in scopes]
+        lines = "\n".join(admissions).encode()
         body = b"".join([bulk([len(named), *(base for base, _ in named)]), *(limits for _, limits in named),
-                         *admissions])
+                         b"$%d\r\n%s\r\n" % (len(lines), lines)])
 
         def answered(out: Any) -> None:
             answers = cast(str, out).encode().split(b"\n")
@@ -683,7 +678,7 @@ class RedisLimiter:
                     fut.set_exception(LimiterUnavailable(f"redis at {self._where}: {exc}"))
 
         try:
-            self._redis.run_nowait(self._admit_many, 1 + 7 * len(named) + count, body, failed, answered, at_once=True)
+            self._redis.run_nowait(self._admit_many, 2 + 7 * len(named), body, failed, answered, at_once=True)
         except Exception as exc:  # pragma: no cover - nothing is left waiting for an answer that cannot come
             failed(exc)
 
@@ -697,15 +692,13 @@ class RedisLimiter:
         limiter. A failure is logged; the reservations then expire by themselves."""
         if not (tokens >= 0 and 0.0 <= cost < math.inf):
             raise ValueError("tokens and cost must be ≥ 0")
-        index = _index_of(self._pending_keys, self._base(subject))
+        if not request_id or "\n" in request_id:
+            raise ValueError("a request id is not empty and has no line break")
         now = "" if self._clock is None else repr(float(self._clock()))
-        at, spent, cost_text = str(index), str(int(tokens)), repr(float(cost))
-        if request_id.isascii():  # request ids are: encoded in one go, as an admission's are
-            self._pending.append(
-                f"${len(now)}\r\n{now}\r\n${len(at)}\r\n{at}\r\n${len(request_id)}\r\n{request_id}\r\n"
-                f"${len(spent)}\r\n{spent}\r\n${len(cost_text)}\r\n{cost_text}\r\n".encode())
-        else:
-            self._pending.append(bulk([now, at, request_id, spent, cost_text]))
+        index = self._pending_keys.get(subject)
+        if index is None:
+            index = self._pending_keys[subject] = len(self._pending_keys) + 1
+        self._pending.append(f"{now} {index} {int(tokens)} {float(cost)!r} {request_id}")
         if len(self._pending) >= _SETTLE_BATCH:
             self._send_settlements()
         elif not self._send_scheduled:
@@ -718,8 +711,9 @@ class RedisLimiter:
         if not pending:
             return
         self._pending, self._pending_keys = [], {}
-        body = b"".join([bulk([len(keys), *keys]), *pending])
-        self._redis.run_nowait(self._settle_many, 1 + len(keys) + 5 * len(pending), body, self._settle_failed)
+        lines = "\n".join(pending).encode()
+        body = b"%s$%d\r\n%s\r\n" % (bulk([len(keys), *map(self._base, keys)]), len(lines), lines)
+        self._redis.run_nowait(self._settle_many, 2 + len(keys), body, self._settle_failed)
 
     def _settle_failed(self, exc: BaseException) -> None:
         log.error("redis at %s: settlements failed (their reservations expire by themselves): %s", self._where, exc)
