@@ -182,7 +182,9 @@ class SwitchboardApp:
             self.metrics.request_started(endpoint)
         try:
             if self._authenticate and (endpoint is not None or path in _KEYED_PATHS or path.startswith(_MODEL_PATHS)):
-                ex.key = await self.gateway.governor.authenticate(headers)
+                governor = self.gateway.governor
+                key = governor.known_key(headers)
+                ex.key = key if key is not None else await governor.authenticate(headers)
             handler = self._routes.get((scope["method"], path))
             if handler is None:
                 handler = self._model_by_id if path.startswith(("/v1/models/", "/models/")) else None

@@ -29,7 +29,7 @@ from switchboard.execution.hedging import HedgeBudget
 from switchboard.execution.live import LiveStats
 from switchboard.execution.probes import HealthProber, ProbeTarget
 from switchboard.execution.validators import load_validator
-from switchboard.policy.governor import Governor, unavailable
+from switchboard.policy.governor import Governor, Screened, unavailable
 from switchboard.policy.guardrails import StreamRestorer, Vault, restore_response
 from switchboard.policy.keys import VirtualKey
 from switchboard.policy.limits import Admission, LimiterUnavailable
@@ -462,7 +462,11 @@ class Gateway:
         if self.tracer is not None:
             self._begin_trace(ctx)
         if self.governor.active:
-            request = await self._screen(request, ctx)
+            self.governor.check_model(ctx.key, request.model)
+            screened = self.governor.screen_now(request, ctx.key)
+            if screened is None:  # scanned on a worker thread
+                screened = await self.governor.screen(request, ctx.key)
+            request = self._screened(screened, ctx)
         trace_prompt = self._trace_prompts and ctx.trace is not None and ctx.trace.sampled
         if trace_prompt or self._keep_prompts:
             text = prompt_text(request.messages)
@@ -544,11 +548,10 @@ class Gateway:
 
     # -- governance --------------------------------------------------------------------------
 
-    async def _screen(self, request: ChatRequest, ctx: RequestContext) -> ChatRequest:
-        """The model allowlist, the size caps and the guardrails, before anything is routed."""
-        key = ctx.key
-        self.governor.check_model(key, request.model)
-        screened = await self.governor.screen(request, key)
+    @staticmethod
+    def _screened(screened: Screened, ctx: RequestContext) -> ChatRequest:
+        """The request the guardrails let through (after the model allowlist and the size caps), with what they
+        found kept in its context."""
         if screened.flags:
             ctx.record.metadata["guardrails"] = ",".join(sorted(set(screened.flags)))
         ctx.vault = screened.vault

@@ -115,6 +115,18 @@ async def test_size_caps_and_the_guardrails_of_the_model() -> None:
     assert screened.flags == ["pii:email"]
 
 
+async def test_a_long_text_is_screened_on_a_worker_thread_with_the_same_outcome() -> None:
+    gov = Governor.build(config())
+    short = request("mail me at ann@example.com")
+    assert gov.screen_now(short, None) == await gov.screen(short, None)
+    long = request("filler " * 3000 + "mail me at ann@example.com")  # over the inline limit
+    assert gov.screen_now(long, None) is None
+    screened = await gov.screen(long, None)
+    assert "ann@example.com" not in str(screened.request.messages) and screened.flags == ["pii:email"]
+    with pytest.raises(InvalidRequest, match="limit is 3"):
+        gov.screen_now(request(n_messages=4), None)
+
+
 def test_a_stream_gets_redacted_values_back_across_chunks_and_blocks() -> None:
     vault = Vault({"[EMAIL_1]": "ann@example.com", "[PHONE_1]": "+44 20 7946 0958"})
     ctx = RequestContext.create(endpoint="chat")

@@ -627,6 +627,41 @@ async def test_rotation_retires_the_old_secret(counting: CountingStore, auth: Ke
         await auth.authenticate(old, NOW)
 
 
+async def test_a_key_that_passed_lately_is_known_at_once(
+    counting: CountingStore, auth: KeyAuthenticator, clock: FakeClock
+) -> None:
+    """``known`` answers without the store or the HMAC only for a key that passed them and whose id is cached;
+    anything else (never seen, wrong secret, invalidated, past the cache's ttl, rotated) goes to authenticate."""
+    vk, plaintext = make_key(expires_at=NOW + 60)
+    await counting.create(vk)
+    assert auth.known(plaintext, NOW) is None
+    assert await auth.authenticate(plaintext, NOW) == vk
+    assert auth.known(plaintext, NOW) == vk and counting.gets == 1
+    _, wrong_secret = generate_key(vk.id)
+    assert auth.known(wrong_secret, NOW) is None
+    with pytest.raises(AuthenticationFailed, match=r"^Invalid API key\.$"):
+        auth.known(plaintext[:-1], NOW)
+    with pytest.raises(AuthenticationFailed, match=r"^This API key has expired\.$"):
+        auth.known(plaintext, NOW + 60)
+    clock.now += 2  # past the cache's ttl: the store is read again
+    assert auth.known(plaintext, NOW) is None
+    assert await auth.authenticate(plaintext, NOW) == vk and counting.gets == 2
+    rotated, new = rotate_key(vk, SECRET, now=NOW)
+    await counting.replace(rotated)
+    auth.invalidate(vk.id)
+    assert auth.known(plaintext, NOW) is None
+    assert await auth.authenticate(new, NOW) == rotated
+    assert auth.known(new, NOW) == rotated
+    assert auth.known(plaintext, NOW) is None  # passed against the old digest
+    with pytest.raises(AuthenticationFailed, match=r"^Invalid API key\.$"):
+        await auth.authenticate(plaintext, NOW)
+    await counting.replace(rotated.revoked(NOW))
+    auth.invalidate(vk.id)
+    assert auth.known(new, NOW) is None
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        await auth.authenticate(new, NOW)
+
+
 async def test_without_a_ttl_every_check_reads_the_store(counting: CountingStore) -> None:
     vk, plaintext = make_key()
     await counting.create(vk)

@@ -169,6 +169,17 @@ class Governor:
 
     # -- who is calling ------------------------------------------------------------------------
 
+    def known_key(self, headers: Mapping[str, str]) -> VirtualKey | None:
+        """The virtual key the request carries, when it can be checked at once (the usual case: a key seen
+        lately); ``None`` when keys are off or the check needs :meth:`authenticate`. Raises
+        :class:`AuthenticationFailed` as that does."""
+        if self.authenticator is None:
+            return None
+        presented = credential(headers)
+        if presented is None:
+            raise AuthenticationFailed("Missing API key: send Authorization: Bearer <key> (or x-api-key).")
+        return self.authenticator.known(presented, time.time())
+
     async def authenticate(self, headers: Mapping[str, str]) -> VirtualKey | None:
         """The virtual key the request carries (``Authorization: Bearer``, ``x-api-key`` or ``api-key``);
         ``None`` when the API does not require keys. Raises :class:`AuthenticationFailed`."""
@@ -206,7 +217,25 @@ class Governor:
     async def screen(self, request: ChatRequest, key: VirtualKey | None) -> Screened:
         """Apply the request's guardrails: block (raises :class:`GuardrailBlocked`), reroute, redact, flag;
         and the size caps: ``limits.max_messages``, and ``max_tokens`` clamped to the key's and the global
-        cap."""
+        cap. A long text is scanned on a worker thread."""
+        screened = self.screen_now(request, key)
+        if screened is not None:
+            return screened
+        request, guards = self._capped(request, key)
+        return self._verdict(await asyncio.to_thread(apply_guardrails, request, guards), key)
+
+    def screen_now(self, request: ChatRequest, key: VirtualKey | None) -> Screened | None:
+        """:meth:`screen` without a coroutine; ``None`` when the text is long enough to be scanned on a worker
+        thread: then await :meth:`screen`."""
+        request, guards = self._capped(request, key)
+        if not guards:
+            return Screened(request)
+        if _text_size(request.messages) > _SCAN_INLINE_CHARS:
+            return None
+        return self._verdict(apply_guardrails(request, guards), key)
+
+    def _capped(self, request: ChatRequest, key: VirtualKey | None) -> tuple[ChatRequest, tuple[Guardrail, ...]]:
+        """The request within the size caps (or refused), and its guardrails."""
         limits = self.config.limits
         if len(request.messages) > limits.max_messages:
             raise InvalidRequest(f"The request has {len(request.messages)} messages; the limit is "
@@ -223,13 +252,7 @@ class Governor:
             if len(self._guards) >= _SCOPES_CACHED:
                 self._guards.clear()
             self._guards[which] = guards
-        if not guards:
-            return Screened(request)
-        if _text_size(request.messages) > _SCAN_INLINE_CHARS:
-            outcome = await asyncio.to_thread(apply_guardrails, request, guards)
-        else:
-            outcome = apply_guardrails(request, guards)
-        return self._verdict(outcome, key)
+        return request, guards
 
     def _verdict(self, outcome: GuardOutcome, key: VirtualKey | None) -> Screened:
         if outcome.blocked_by is not None:
@@ -376,15 +399,24 @@ def quota_headers(admission: Admission) -> Headers:
     return out
 
 
+#: The lines of a key's limits (its Limits object, kept while it is cached: ids are not reused meanwhile).
+_LIMIT_LINES: dict[int, tuple[Limits, bytes, bytes]] = {}
+
+
 def quota_lines(admission: Admission) -> bytes:
     """:func:`quota_headers` as header lines (``b"name: value\\r\\n"`` each), for a server that takes them so."""
     quota = admission.quota
     if type(quota) is ShownQuota:  # the usual case with Redis: joined as the store rendered them
         lim, rq, tk = quota.limits, quota.requests, quota.tokens
         if rq is not None and tk is not None and lim.rpm is not None and lim.tpm is not None:
-            return b"".join((b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: " % lim.rpm, rq[0],
-                             b"\r\nx-ratelimit-reset-requests: ", rq[1],
-                             b"\r\nx-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: " % lim.tpm, tk[0],
+            cached = _LIMIT_LINES.get(id(lim))
+            if cached is None or cached[0] is not lim:
+                if len(_LIMIT_LINES) >= _SCOPES_CACHED:
+                    _LIMIT_LINES.clear()
+                cached = _LIMIT_LINES[id(lim)] = (
+                    lim, b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: " % lim.rpm,
+                    b"\r\nx-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: " % lim.tpm)
+            return b"".join((cached[1], rq[0], b"\r\nx-ratelimit-reset-requests: ", rq[1], cached[2], tk[0],
                              b"\r\nx-ratelimit-reset-tokens: ", tk[1], b"\r\n"))
     parts: list[bytes] = []
     for name, value in quota_headers(admission):

@@ -700,6 +700,15 @@ _REVOKED = "This API key has been revoked."
 _EXPIRED = "This API key has expired."
 
 
+def _usable(key: VirtualKey, now: float) -> VirtualKey:
+    reason = key.usable(now)
+    if reason == "revoked":
+        raise AuthenticationFailed(_REVOKED)
+    if reason is not None:
+        raise AuthenticationFailed(_EXPIRED)
+    return key
+
+
 class KeyAuthenticator:
     """Checks a presented key: its shape, its id in the store, its secret (in constant time), then whether
     it is revoked or expired. An unknown id and a wrong secret fail alike, so the error tells nobody which
@@ -708,13 +717,15 @@ class KeyAuthenticator:
     Lookups are cached per id for ``cache_ttl`` seconds of ``clock`` (an LRU of ``max_entries``; unknown
     ids are cached too), so a write reaches another process's authenticator within ``cache_ttl``; the
     process that wrote calls :meth:`invalidate`. Concurrent checks of an uncached id share one lookup.
-    Once a key's secret has passed the HMAC check, later checks of the same key compare a keyed BLAKE2b of
+    Once a key's secret has passed the HMAC check, later checks of the same key look up a keyed BLAKE2b of
     it under a random per-process salt (a fraction of the HMAC's cost, and it never leaves the process);
-    a rotated digest in the store sends the next check through the HMAC again.
+    a rotated digest in the store sends the next check through the HMAC again. :meth:`known` is that check
+    without a coroutine, for a key whose id is cached.
 
     Usage::
 
         auth = KeyAuthenticator(store, secret, cache_ttl=cfg.auth.cache_ttl)
+        vk = auth.known(bearer_token, time.time())                      # the usual case, or None:
         vk = await auth.authenticate(bearer_token, now=time.time())     # or AuthenticationFailed
     """
 
@@ -733,9 +744,9 @@ class KeyAuthenticator:
         self._secret = server_secret
         # Keyed with a random per-process salt once; each check hashes with a copy.
         self._fast_hash = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=32)
-        self._verified: dict[str, tuple[str, bytes]] = {}  # key id → (stored digest, fast hash) that passed
-        # fast hash → the key id parsed from that key (only keys that passed): the parse is a pure function.
-        self._parsed: dict[bytes, str] = {}
+        # The fast hash of each key that passed the HMAC check → its key id and the stored digest it passed
+        # against (a rotated digest sends the next check through the HMAC again).
+        self._verified: dict[bytes, tuple[str, str]] = {}
         self._ttl = cache_ttl
         self._clock = clock
         self._max_entries = max_entries
@@ -745,6 +756,26 @@ class KeyAuthenticator:
         # Compared against when the id is unknown, so both failures cost the same.
         self._decoy = key_digest(server_secret, "")
 
+    def known(self, plaintext: str, now: float) -> VirtualKey | None:
+        """The key ``plaintext`` stands for, when checking it needs neither the store nor the HMAC (a key that
+        passed lately, its id cached); ``None`` when it does: then :meth:`authenticate`. Raises
+        :class:`AuthenticationFailed` for a key of the wrong shape, revoked or expired."""
+        if len(plaintext) != _KEY_LENGTH:
+            raise AuthenticationFailed(_INVALID)
+        hasher = self._fast_hash.copy()
+        hasher.update(plaintext.encode())
+        seen = self._verified.get(hasher.digest())  # a salted hash: looking it up tells nothing of the key
+        if seen is None:
+            return None
+        cached = self._cache.get(seen[0])
+        if cached is None or self._clock() >= cached[0]:
+            return None
+        key = cached[1]
+        if key is None or key.digest != seen[1]:
+            return None
+        self._cache.move_to_end(seen[0])
+        return _usable(key, now)
+
     async def authenticate(self, plaintext: str, now: float) -> VirtualKey:
         """The key ``plaintext`` stands for, usable at ``now`` (wall clock), or :class:`AuthenticationFailed`."""
         if len(plaintext) != _KEY_LENGTH:
@@ -752,39 +783,29 @@ class KeyAuthenticator:
         hasher = self._fast_hash.copy()
         hasher.update(plaintext.encode())
         fast = hasher.digest()
-        key_id = self._parsed.get(fast)  # a key seen before: its id without matching the pattern again
+        seen = self._verified.get(fast)
+        key_id = seen[0] if seen is not None else parse_key(plaintext)  # a key seen before: no pattern to match
         if key_id is None:
-            key_id = parse_key(plaintext)
-            if key_id is None:
-                raise AuthenticationFailed(_INVALID)
+            raise AuthenticationFailed(_INVALID)
         cached = self._cache.get(key_id)
-        if cached is not None and self._clock() < cached[0]:  # the usual case, without a coroutine
+        if cached is not None and self._clock() < cached[0]:
             self._cache.move_to_end(key_id)
             key = cached[1]
         else:
             key = await self._lookup(key_id)
-        seen = self._verified.get(key_id)
-        if key is None or seen is None or seen[0] != key.digest or not hmac.compare_digest(seen[1], fast):
+        if key is None or seen is None or seen[1] != key.digest:
             digest = key_digest(self._secret, plaintext)
             if not hmac.compare_digest(digest, self._decoy if key is None else key.digest) or key is None:
                 raise AuthenticationFailed(_INVALID)
             if len(self._verified) >= self._max_entries:
                 self._verified.clear()
-                self._parsed.clear()
-            self._verified[key_id] = (key.digest, fast)
-            self._parsed[fast] = key_id
-        reason = key.usable(now)
-        if reason == "revoked":
-            raise AuthenticationFailed(_REVOKED)
-        if reason is not None:
-            raise AuthenticationFailed(_EXPIRED)
-        return key
+            self._verified[fast] = (key_id, key.digest)
+        return _usable(key, now)
 
     def invalidate(self, key_id: str) -> None:
         """Forget what is cached for ``key_id`` (and any lookup in flight), so the next check reads the store."""
         self._cache.pop(key_id, None)
         self._inflight.pop(key_id, None)
-        self._verified.pop(key_id, None)
 
     async def _lookup(self, key_id: str) -> VirtualKey | None:
         cached = self._cache.get(key_id)

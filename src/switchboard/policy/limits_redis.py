@@ -555,6 +555,7 @@ class RedisLimiter:
         # of each (as the script reads them), who waits for its answer, and the scopes they name, in the order of
         # the call's KEYS (by identity → their index: their asks keep them alive while they wait).
         self._admissions: list[str] = []
+        self._ttl_texts: dict[float, str] = {}  # an ask's ttl as sent (callers use one or two)
         self._admitted: list[tuple[asyncio.Future[Admission], Ask]] = []
         self._admission_scopes: dict[int, int] = {}
         self._admission_scope_list: list[Scope] = []
@@ -614,7 +615,12 @@ class RedisLimiter:
                 self._admission_scope_list.append(scopes[0])
         else:
             at = ",".join([str(self._scope_index(scope)) for scope in scopes])
-        self._admissions.append(f"{now} {int(ask.tokens)} {float(ask.cost)!r} {float(ask.ttl)!r} {at} {ask.request_id}")
+        ttl = self._ttl_texts.get(ask.ttl)
+        if ttl is None:
+            if len(self._ttl_texts) >= 64:
+                self._ttl_texts.clear()
+            ttl = self._ttl_texts[ask.ttl] = repr(float(ask.ttl))
+        self._admissions.append(f"{now} {int(ask.tokens)} {float(ask.cost)!r} {ttl} {at} {ask.request_id}")
         self._admitted.append((answered, ask))
         if len(self._admitted) >= _ADMIT_BATCH:
             self._send_admissions()
