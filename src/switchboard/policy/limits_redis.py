@@ -170,7 +170,7 @@ end
 # once, when first needed, kept in the script while the admissions are decided, and written back once at the end
 # (or before an admission at another time reads it again): a constant number of Redis calls per subject, among them
 # one that finds which of the call's request ids hold a reservation already (retries).
-# KEYS: the key base of each scope the admissions name (a base twice if it came with two sets of limits).
+# KEYS: the key base of each scope the admissions name (a base twice if two of their scopes name one subject).
 # ARGV: first, per scope in KEYS, its six limits (-1 = none) in the order rpm, tpm, max_concurrency, budget_day,
 # budget_month, budget_total; then one text of the admissions, a line each: now ('' = Redis TIME), tokens, cost,
 # ttl, the indexes in KEYS of its scopes (joined by commas) and the request id (the rest of the line), separated
@@ -508,7 +508,6 @@ return {redis.call('GET', base .. 'spend:' .. w.day) or '0', redis.call('GET', b
 """
 
 _LIMIT_NAMES: frozenset[str] = frozenset(CHECK_ORDER)
-
 
 
 def _num(x: float | None) -> str:
