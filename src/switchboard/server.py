@@ -9,7 +9,7 @@ requests finish up to a deadline, close idle connections).
 
 It offers the application one extension (in ``scope["extensions"]``, as ASGI provides for): with
 ``switchboard.header_lines``, an ``http.response.start`` message may carry ``header_lines``, header lines the
-application rendered itself (``b"name: value\r\n"`` each, names lower-case, no ``content-length``), written
+application rendered itself (``b"name: value\\r\\n"`` each, names lower-case, no ``content-length``), written
 after its ``headers`` as they are.
 
 Usage::

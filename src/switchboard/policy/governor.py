@@ -218,21 +218,21 @@ class Governor:
         """Apply the request's guardrails: block (raises :class:`GuardrailBlocked`), reroute, redact, flag;
         and the size caps: ``limits.max_messages``, and ``max_tokens`` clamped to the key's and the global
         cap. A long text is scanned on a worker thread."""
-        screened = self.screen_now(request, key)
-        if screened is not None:
-            return screened
         request, guards = self._capped(request, key)
-        return self._verdict(await asyncio.to_thread(apply_guardrails, request, guards), key)
+        if guards and _text_size(request.messages) > _SCAN_INLINE_CHARS:
+            return self._verdict(await asyncio.to_thread(apply_guardrails, request, guards), key)
+        return self._inline(request, guards, key)
 
     def screen_now(self, request: ChatRequest, key: VirtualKey | None) -> Screened | None:
         """:meth:`screen` without a coroutine; ``None`` when the text is long enough to be scanned on a worker
         thread: then await :meth:`screen`."""
         request, guards = self._capped(request, key)
-        if not guards:
-            return Screened(request)
-        if _text_size(request.messages) > _SCAN_INLINE_CHARS:
+        if guards and _text_size(request.messages) > _SCAN_INLINE_CHARS:
             return None
-        return self._verdict(apply_guardrails(request, guards), key)
+        return self._inline(request, guards, key)
+
+    def _inline(self, request: ChatRequest, guards: tuple[Guardrail, ...], key: VirtualKey | None) -> Screened:
+        return self._verdict(apply_guardrails(request, guards), key) if guards else Screened(request)
 
     def _capped(self, request: ChatRequest, key: VirtualKey | None) -> tuple[ChatRequest, tuple[Guardrail, ...]]:
         """The request within the size caps (or refused), and its guardrails."""

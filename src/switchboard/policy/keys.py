@@ -760,11 +760,7 @@ class KeyAuthenticator:
         """The key ``plaintext`` stands for, when checking it needs neither the store nor the HMAC (a key that
         passed lately, its id cached); ``None`` when it does: then :meth:`authenticate`. Raises
         :class:`AuthenticationFailed` for a key of the wrong shape, revoked or expired."""
-        if len(plaintext) != _KEY_LENGTH:
-            raise AuthenticationFailed(_INVALID)
-        hasher = self._fast_hash.copy()
-        hasher.update(plaintext.encode())
-        seen = self._verified.get(hasher.digest())  # a salted hash: looking it up tells nothing of the key
+        seen = self._verified.get(self._fast(plaintext))  # a salted hash: looking it up tells nothing of the key
         if seen is None:
             return None
         cached = self._cache.get(seen[0])
@@ -778,11 +774,7 @@ class KeyAuthenticator:
 
     async def authenticate(self, plaintext: str, now: float) -> VirtualKey:
         """The key ``plaintext`` stands for, usable at ``now`` (wall clock), or :class:`AuthenticationFailed`."""
-        if len(plaintext) != _KEY_LENGTH:
-            raise AuthenticationFailed(_INVALID)
-        hasher = self._fast_hash.copy()
-        hasher.update(plaintext.encode())
-        fast = hasher.digest()
+        fast = self._fast(plaintext)
         seen = self._verified.get(fast)
         key_id = seen[0] if seen is not None else parse_key(plaintext)  # a key seen before: no pattern to match
         if key_id is None:
@@ -801,6 +793,14 @@ class KeyAuthenticator:
                 self._verified.clear()
             self._verified[fast] = (key_id, key.digest)
         return _usable(key, now)
+
+    def _fast(self, plaintext: str) -> bytes:
+        """The per-process salted hash of a key of the right shape (else :class:`AuthenticationFailed`)."""
+        if len(plaintext) != _KEY_LENGTH:
+            raise AuthenticationFailed(_INVALID)
+        hasher = self._fast_hash.copy()
+        hasher.update(plaintext.encode())
+        return hasher.digest()
 
     def invalidate(self, key_id: str) -> None:
         """Forget what is cached for ``key_id`` (and any lookup in flight), so the next check reads the store."""

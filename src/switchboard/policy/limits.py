@@ -250,7 +250,31 @@ def _windows_of_day(day: int) -> BudgetWindows:  # every call on one day asks fo
     return BudgetWindows(f"d:{t:%Y%m%d}", (day + 1) * 86400.0, f"m:{t:%Y%m}", next_month.timestamp())
 
 
-class Quota(Mapping[str, LimitState]):
+class _BucketQuota(Mapping[str, LimitState]):
+    """A quota of the two per-minute buckets: ``"requests"`` and ``"tokens"``, each present when ``_held`` has
+    something for it."""
+
+    __slots__ = ()
+
+    def _held(self) -> tuple[object, object]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[str]:
+        requests, tokens = self._held()
+        if requests is not None:
+            yield "requests"
+        if tokens is not None:
+            yield "tokens"
+
+    def __len__(self) -> int:
+        requests, tokens = self._held()
+        return (requests is not None) + (tokens is not None)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
+
+
+class Quota(_BucketQuota):
     """The quota an admission reports for a scope with ``limits`` whose buckets hold these levels: a mapping of
     ``"requests"`` (rpm) and ``"tokens"`` (tpm), each only if limited, to its :class:`LimitState`. The states
     are made when read; the response headers are written from the levels directly (one is made per request).
@@ -270,20 +294,11 @@ class Quota(Mapping[str, LimitState]):
             return LimitState.of_bucket(self.limits.tpm, self.tokens_level)
         raise KeyError(name)
 
-    def __iter__(self) -> Iterator[str]:
-        if self.requests_level is not None:
-            yield "requests"
-        if self.tokens_level is not None:
-            yield "tokens"
-
-    def __len__(self) -> int:
-        return (self.requests_level is not None) + (self.tokens_level is not None)
-
-    def __repr__(self) -> str:
-        return f"Quota({dict(self)!r})"
+    def _held(self) -> tuple[object, object]:
+        return self.requests_level, self.tokens_level
 
 
-class ShownQuota(Mapping[str, LimitState]):
+class ShownQuota(_BucketQuota):
     """A quota as a store renders it for the ``x-ratelimit-*`` headers: for ``"requests"`` (rpm) and ``"tokens"``
     (tpm), each only if limited, the whole units left and the time until the bucket is full again, as ASCII
     (``b"41"``, ``b"1.500s"``). The :class:`LimitState` mapping is made when read.
@@ -304,17 +319,8 @@ class ShownQuota(Mapping[str, LimitState]):
             raise KeyError(name)
         return LimitState(float(limit), float(shown[0]), float(shown[1].removesuffix(b"s")))
 
-    def __iter__(self) -> Iterator[str]:
-        if self.requests is not None:
-            yield "requests"
-        if self.tokens is not None:
-            yield "tokens"
-
-    def __len__(self) -> int:
-        return (self.requests is not None) + (self.tokens is not None)
-
-    def __repr__(self) -> str:
-        return f"ShownQuota({dict(self)!r})"
+    def _held(self) -> tuple[object, object]:
+        return self.requests, self.tokens
 
 
 def quota_of(limits: Limits, requests_level: float | None, tokens_level: float | None) -> Quota:

@@ -606,12 +606,8 @@ class RedisLimiter:
             answered.set_result(Admission(True))
             return answered
         now = "" if ask.now is None and self._clock is None else self._now(ask.now)
-        named = self._admission_scopes  # the call's scopes (alive while their asks wait) by identity
         if len(scopes) == 1:
-            at: int | str | None = named.get(id(scopes[0]))
-            if at is None:
-                at = named[id(scopes[0])] = len(named) + 1
-                self._admission_scope_list.append(scopes[0])
+            at: int | str = self._scope_index(scopes[0])
         else:
             at = ",".join([str(self._scope_index(scope)) for scope in scopes])
         ttl = self._ttl_texts.get(ask.ttl)
