@@ -123,6 +123,8 @@ class Governor:
             for public in (name, *router.aliases):
                 self._model_guards[public] = guards
         self._settling: set[asyncio.Task[None]] = set()
+        self._default_output = config.limits.default_output_tokens
+        self._model_prices: dict[int, tuple[Sequence[ModelConfig], tuple[tuple[float, float, int | None], ...]]] = {}
         self._scopes: dict[str, tuple[VirtualKey, tuple[Scope, ...]]] = {}
         # The guardrails of a requested model with a key's own guardrails (the configuration does not change
         # under a governor).
@@ -287,14 +289,26 @@ class Governor:
         dearest price among the models that may serve it (the chosen one and its fallbacks)."""
         output = 0
         if request is not None:
-            output = request.max_tokens or self.config.limits.default_output_tokens
-            output *= max(1, request.n)
+            output = request.max_tokens or self._default_output
+            if request.n > 1:
+                output *= request.n
         cost = 0.0
-        for model in models:
-            for dep in model.deployments:
-                out = output if dep.max_output_tokens is None else min(output, dep.max_output_tokens)
-                cost = max(cost, (prompt_tokens * dep.price.input + out * dep.price.output) / 1_000_000)
-        return prompt_tokens + output, cost
+        for price_in, price_out, most in self._prices(models):
+            dollars = (prompt_tokens * price_in + (output if most is None or output < most else most) * price_out)
+            if dollars > cost:
+                cost = dollars
+        return prompt_tokens + output, cost / 1_000_000
+
+    def _prices(self, models: Sequence[ModelConfig]) -> tuple[tuple[float, float, int | None], ...]:
+        """The input and output prices and the output cap of every deployment of ``models`` (kept per sequence:
+        the gateway passes the same one for a route each time)."""
+        cached = self._model_prices.get(id(models))
+        if cached is None or cached[0] is not models:
+            if len(self._model_prices) >= _SCOPES_CACHED:
+                self._model_prices.clear()
+            cached = self._model_prices[id(models)] = (models, tuple(
+                (dep.price.input, dep.price.output, dep.max_output_tokens) for m in models for dep in m.deployments))
+        return cached[1]
 
     async def admit(self, key: VirtualKey, request_id: str, request: ChatRequest | None, prompt_tokens: int,
                     models: Sequence[ModelConfig], headers: Headers) -> None:
