@@ -97,6 +97,9 @@ class RequestContext:
     vault: Vault | None = None  # values a guardrail redacted, to put back into the answer
     trace: TraceContext | None = None  # its trace, when tracing is on
     trace_prompt: str | None = None  # its prompt text for the trace, when tracing captures prompts
+    #: Hand the finished record on at the event loop's next turn instead of at once: the HTTP app sets it, so
+    #: that the answer is written before the record's listeners, sink and trace run.
+    record_later: bool = False
 
     @classmethod
     def create(cls, *, endpoint: str, dialect: str = "library", request_id: str | None = None,
@@ -160,6 +163,8 @@ class Gateway:
             for alias in rc.aliases:
                 self.routers[alias] = router
         self._turns: dict[str, int] = {}
+        # Chat requests between their start and their answer (a stream's: its first content).
+        self._busy = 0
         self._live_models = {name for name, m in config.models.items()
                              if m.balance in ("least_inflight", "latency")
                              or any(d.rpm is not None or d.tpm is not None for d in m.deployments)}
@@ -433,6 +438,7 @@ class Gateway:
         """Answer a chat request (``request.stream`` is ignored; use :meth:`stream` to stream)."""
         ctx = ctx or RequestContext.create(endpoint="chat")
         rec = ctx.record
+        self._busy += 1
         try:
             request, route = await self._prepare(request, ctx)
             done = await self._executor.chat(route, request, ctx)
@@ -442,7 +448,7 @@ class Gateway:
                                                if isinstance(p, TextPart)))
             self._settle(rec, done.deployment, done.value.usage, done.attempt)
             rec.ttft_ms = rec.latency_ms = (time.perf_counter() - ctx.started) * 1000
-            await _next_stage()  # after the answer is settled: a client gone meanwhile still pays for it
+            await self._next_stage()  # after the answer is settled: a client gone meanwhile still pays for it
             if ctx.vault is not None:
                 return restore_response(done.value, ctx.vault)
             return done.value
@@ -453,12 +459,25 @@ class Gateway:
             _gone(rec)
             raise
         finally:
-            self._submit(ctx)
+            self._busy -= 1
+            self._finish(ctx)
+
+    async def _next_stage(self) -> None:
+        """Let the event loop run whatever else is ready before this request goes on to its next stage.
+
+        Under load a worker then takes its requests through each stage together — every ready request's parsing,
+        then their routing and upstream calls; every answer's parsing, then the responses — so a stage's code and
+        data stay in the CPU's caches from one request to the next. Run straight through, each request evicts
+        them for the next. A saturated worker serves a quarter to a third more non-streaming requests a second
+        (``docs/benchmarks.md``, "Stage boundaries"). A request alone in the gateway goes straight on: there is
+        nothing to batch it with, and a turn of the loop on a CPU that was idle costs more than on a busy one."""
+        if self._busy > 1:
+            await asyncio.sleep(0)
 
     async def _prepare(self, request: ChatRequest, ctx: RequestContext) -> tuple[ChatRequest, Route]:
         """What a chat request goes through before its upstream calls: its trace begins, the guardrails screen
         it, its text is kept where asked, it is routed, and its key's limits reserve for it."""
-        await _next_stage()
+        await self._next_stage()
         if self.tracer is not None:
             self._begin_trace(ctx)
         if self.governor.active:
@@ -497,18 +516,21 @@ class Gateway:
         ctx = ctx or RequestContext.create(endpoint="chat")
         rec = ctx.record
         rec.stream = True
+        self._busy += 1
         try:
             request, route = await self._prepare(request, ctx)
             started = await self._executor.stream(route, request, ctx)
             rec.unsatisfactory = started.unsatisfactory
         except SwitchboardError as exc:
             self._fail(rec, exc)
-            self._submit(ctx)
+            self._finish(ctx)
             raise
         except asyncio.CancelledError:  # the caller went away before the first token
             _gone(rec)
-            self._submit(ctx)
+            self._finish(ctx)
             raise
+        finally:
+            self._busy -= 1
         rec.ttft_ms = (time.perf_counter() - ctx.started) * 1000
         self._settle(rec, started.deployment, None, started.attempt)
         return ChatStream(self, ctx, started.deployment, started.value[0], started.value[1], started.attempt)
@@ -544,7 +566,7 @@ class Gateway:
             _gone(rec)
             raise
         finally:
-            self._submit(ctx)
+            self._finish(ctx)
 
     # -- governance --------------------------------------------------------------------------
 
@@ -592,6 +614,13 @@ class Gateway:
         rec.error_type = type(exc).__name__
         rec.error_message = exc.message[:500]
 
+    def _finish(self, ctx: RequestContext) -> None:
+        """Hand the finished request's record on: now, or at the loop's next turn if its context asks."""
+        if ctx.record_later:
+            asyncio.get_running_loop().call_soon(self._submit, ctx)
+        else:
+            self._submit(ctx)
+
     def _submit(self, ctx: RequestContext) -> None:
         rec = ctx.record
         if not rec.latency_ms:
@@ -636,18 +665,6 @@ def _apply_usage(rec: RequestRecord, usage: Usage, dep: DeploymentConfig, winner
         if a.cost_usd:
             cost += a.cost_usd
     rec.cost_usd = cost
-
-
-async def _next_stage() -> None:
-    """Let the event loop run whatever else is ready before this request goes on to its next stage.
-
-    Under load a worker then takes its requests through each stage together — every ready request's parsing,
-    then their routing and upstream calls; every answer's parsing, then the responses — so a stage's code and
-    data stay in the CPU's caches from one request to the next. Run straight through, each request evicts
-    them for the next. A saturated worker serves a quarter to a third more non-streaming requests a second;
-    a boundary costs under a microsecond when nothing else is ready (``docs/benchmarks.md``, "Stage
-    boundaries")."""
-    await asyncio.sleep(0)
 
 
 def _gone(rec: RequestRecord) -> None:
@@ -701,6 +718,7 @@ class ChatStream:
         self._buffered = buffered
         self._rest = rest
         self._batches = self._run()
+        self._begun = False  # whether iterating has begun (from then on the generator's end settles the record)
         self._events: AsyncGenerator[StreamEvent, None] | None = None
         self.usage: Usage | None = None
         # One restorer per choice's text (index -1) and per tool call's arguments.
@@ -720,6 +738,9 @@ class ChatStream:
         """Stop the stream and release the upstream connection."""
         if self._events is not None:
             await self._events.aclose()
+        if not self._begun:  # closed before its first event: a generator never started runs no clean-up
+            self._begun = True
+            await self._end(finished=False)
         await self._batches.aclose()
 
     async def _flatten(self) -> AsyncGenerator[StreamEvent, None]:
@@ -729,6 +750,7 @@ class ChatStream:
 
     async def _run(self) -> AsyncGenerator[list[StreamEvent], None]:
         rec = self.ctx.record
+        self._begun = True
         finished = False
         try:
             first, self._buffered = self._buffered, []
@@ -745,6 +767,13 @@ class ChatStream:
                 self._attempt.error = f"after content: {type(exc).__name__}: {exc.message[:200]}"
             raise
         finally:
+            await self._end(finished)
+
+    async def _end(self, finished: bool) -> None:
+        """Settle the stream once it ends: the breaker's verdict, the usage and cost, the record; then close the
+        upstream call."""
+        rec = self.ctx.record
+        try:
             breaker = self._gateway.breakers.get(self.deployment.id)
             if finished:
                 breaker.record_success()
@@ -763,7 +792,8 @@ class ChatStream:
             if self._text is not None:
                 rec.completion = _tail("".join(self._text))
             # The record is complete before the upstream connection closes.
-            self._gateway._submit(self.ctx)
+            self._gateway._finish(self.ctx)
+        finally:
             aclose = getattr(self._rest, "aclose", None)
             if aclose is not None:
                 await aclose()

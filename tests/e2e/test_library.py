@@ -20,6 +20,7 @@ from switchboard import (
     parse_config,
 )
 from switchboard.sim.fleet import Fleet, gateway_config_for_fleet
+from switchboard.telemetry.record import RequestRecord
 from tests.e2e.conftest import model_for
 from tests.e2e.servers import SimThread
 
@@ -58,3 +59,23 @@ async def test_library_tools_and_errors(sim: SimThread, fleet: Fleet) -> None:
         emb = next(m.name for m in fleet.models if m.kind == "embedding")
         out = await gw.embed(EmbeddingRequest(model=emb, inputs=["a", "b"]))
         assert len(out.vectors) == 2
+
+
+async def test_a_stream_closed_before_its_first_event_is_recorded_and_let_go(sim: SimThread, fleet: Fleet) -> None:
+    cfg = parse_config({**gateway_config_for_fleet(fleet, sim.base_url), "records": {"enabled": False}}, env={})
+    records: list[RequestRecord] = []
+    async with Gateway(cfg) as gw:
+        gw.record_listeners.append(records.append)
+        req = ChatRequest(model=model_for(fleet, "openai"), messages=[Message("user", [TextPart("Hello")])],
+                          max_tokens=50)
+        stream = await gw.stream(req)
+        await stream.aclose()  # never iterated: the caller changed its mind
+        (rec,) = records
+        assert rec.request_id == stream.ctx.request_id
+        assert rec.status == 499 and rec.partial and rec.error_type == "ClientDisconnected"
+        pools = list(gw._http._pools.values())
+        assert pools and all(p.count == len(p.idle) for p in pools)  # no connection still held for it
+        await stream.aclose()  # closing again changes nothing
+        assert len(records) == 1
+        resp = await gw.chat(req)
+        assert resp.choices[0].message.text()

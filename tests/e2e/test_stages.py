@@ -1,5 +1,6 @@
-"""The request path's stage boundaries: concurrent requests pass a stage together, and a client that leaves at
-a boundary after the upstream answered still has the answer's tokens and cost on its record."""
+"""The request path's stage boundaries: concurrent requests pass a stage together, a request alone in the
+gateway goes straight on, and a client that leaves at a boundary after the upstream answered still has the
+answer's tokens and cost on its record."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _request(fleet: Fleet) -> ChatRequest:
                        max_tokens=8)
 
 
-async def test_requests_started_together_are_all_routed_before_any_goes_on(sim: SimThread, fleet: Fleet) -> None:
+async def test_requests_that_find_others_in_the_gateway_are_routed_together(sim: SimThread, fleet: Fleet) -> None:
     events: list[tuple[str, str]] = []
     async with _gateway(sim, fleet) as gw:
         route = gw._route
@@ -41,8 +42,9 @@ async def test_requests_started_together_are_all_routed_before_any_goes_on(sim: 
             await gw.chat(_request(fleet), RequestContext.create(endpoint="chat", request_id=name))
 
         await asyncio.gather(call("a"), call("b"), call("c"))
-    assert events[:3] == [("start", "a"), ("start", "b"), ("start", "c")]
-    assert sorted(events[3:]) == [("route", "a"), ("route", "b"), ("route", "c")]
+    # "a" was alone and went straight on; "b" and "c" each found another request in the gateway and waited a turn.
+    assert events[:4] == [("start", "a"), ("route", "a"), ("start", "b"), ("start", "c")]
+    assert sorted(events[4:]) == [("route", "b"), ("route", "c")]
 
 
 async def test_a_client_gone_after_the_answer_still_pays_for_it(sim: SimThread, fleet: Fleet) -> None:
@@ -51,17 +53,42 @@ async def test_a_client_gone_after_the_answer_still_pays_for_it(sim: SimThread, 
         gw.record_listeners.append(records.append)
         executor = gw._executor
         chat = executor.chat
+        answered = asyncio.Event()
 
-        async def answer_then_leave(*args: Any) -> Any:
-            done = await chat(*args)
+        async def answer_then_leave(route: Any, request: Any, ctx: RequestContext) -> Any:
+            if ctx.request_id == "other":  # stays in the gateway until the leaver has its answer
+                await answered.wait()
+                return await chat(route, request, ctx)
+            done = await chat(route, request, ctx)
+            answered.set()
             task = asyncio.current_task()
             assert task is not None
             task.cancel()  # the client goes away as the answer arrives: the next await in the request raises
             return done
 
         executor.chat = answer_then_leave  # type: ignore[method-assign]
+        leaver = asyncio.create_task(gw.chat(_request(fleet), RequestContext.create(endpoint="chat",
+                                                                                    request_id="leaver")))
+        other = asyncio.create_task(gw.chat(_request(fleet), RequestContext.create(endpoint="chat",
+                                                                                   request_id="other")))
         with pytest.raises(asyncio.CancelledError):
-            await asyncio.create_task(gw.chat(_request(fleet)))
-    (rec,) = records
+            await leaver
+        await other
+    rec = next(r for r in records if r.request_id == "leaver")
     assert rec.status == 499 and rec.error_type == "ClientDisconnected"
     assert rec.output_tokens > 0 and rec.cost_usd > 0 and rec.deployment
+
+
+async def test_a_record_asked_for_later_is_handed_on_at_the_next_turn(sim: SimThread, fleet: Fleet) -> None:
+    records: list[RequestRecord] = []
+    async with _gateway(sim, fleet) as gw:
+        gw.record_listeners.append(records.append)
+        ctx = RequestContext.create(endpoint="chat")
+        ctx.record_later = True
+        resp = await gw.chat(_request(fleet), ctx)
+        assert records == []  # the caller has the answer before the record's listeners run
+        await asyncio.sleep(0)
+        assert [r.request_id for r in records] == [ctx.request_id]
+        assert records[0].status == 200 and records[0].output_tokens == resp.usage.output_tokens
+        await gw.chat(_request(fleet))  # without the flag: at once
+        assert len(records) == 2
