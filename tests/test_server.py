@@ -12,6 +12,8 @@ import pytest
 from switchboard.server import serve
 
 Scope = dict[str, Any]
+#: What ``/watch`` requests saw: the callbacks the server made, and when the app had its disconnect.
+WATCHED: dict[str, Any] = {}
 
 
 async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
@@ -23,6 +25,22 @@ async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
             if msg["type"] == "lifespan.shutdown":
                 return
     msg = await receive()
+    if scope["path"] == "/watch":  # ?leave: the client leaves mid-request; ?stop: the app stops watching first
+        mode = scope["query_string"].decode()
+        calls: list[str] = WATCHED.setdefault("calls", [])
+        watch = scope["extensions"]["switchboard.disconnect"]["watch"]
+        watch(lambda: calls.append(mode))
+        if mode == "stop":
+            watch(None)
+        if mode == "answer":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        WATCHED["registered"].set()
+        assert (await receive())["type"] == "http.disconnect"
+        WATCHED[mode] = list(calls)  # the server called back before the app heard of the disconnect
+        WATCHED["done"].set()
+        return
     if scope["path"] == "/boom":
         raise RuntimeError("boom")
     if scope["path"] == "/stream":
@@ -111,6 +129,31 @@ async def test_header_lines_from_the_app_follow_its_headers(server: Running) -> 
     assert await reader.readexactly(5) == b"lines"
     writer.close()
     await writer.wait_closed()
+
+
+@pytest.mark.parametrize("mode", ["leave", "stop"])
+async def test_the_app_may_watch_for_the_client_leaving(server: Running, mode: str) -> None:
+    WATCHED.clear()
+    WATCHED.update(registered=asyncio.Event(), done=asyncio.Event())
+    _reader, writer = await server.connect()
+    writer.write(b"GET /watch?%s HTTP/1.1\r\nhost: x\r\n\r\n" % mode.encode())
+    await WATCHED["registered"].wait()
+    writer.close()
+    await writer.wait_closed()
+    await WATCHED["done"].wait()
+    assert WATCHED[mode] == (["leave"] if mode == "leave" else [])
+
+
+async def test_a_watcher_is_not_called_once_the_response_is_complete(server: Running) -> None:
+    WATCHED.clear()
+    reader, writer = await server.connect()
+    writer.write(b"GET /watch?answer HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"ok")
+    writer.close()
+    await writer.wait_closed()
+    server.stop.set()
+    await server.task  # every connection closed and handled
+    assert WATCHED["calls"] == []
 
 
 async def test_malformed_request_gets_400_and_close(server: Running) -> None:

@@ -11,6 +11,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
@@ -324,7 +325,7 @@ class SwitchboardApp:
         task = asyncio.current_task()
         assert task is not None
         # From here on a client that goes away cancels the work, also while waiting for the first token.
-        watcher = asyncio.create_task(_cancel_on_disconnect(receive, task, ex))
+        unwatch = _watch_disconnect(receive, ex, task)
         stream: ChatStream | None = None
         try:
             stream = await self.gateway.stream(req, ctx)
@@ -338,7 +339,7 @@ class SwitchboardApp:
                 raise
             task.uncancel()
         finally:
-            watcher.cancel()
+            unwatch()
             if stream is not None:
                 await stream.aclose()
 
@@ -395,7 +396,7 @@ class SwitchboardApp:
         """Await ``work``, cancelling it if the client disconnects first (the upstream call with it)."""
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.create_task(_cancel_on_disconnect(receive, task, ex))
+        unwatch = _watch_disconnect(receive, ex, task)
         try:
             return await work
         except asyncio.CancelledError:
@@ -404,7 +405,7 @@ class SwitchboardApp:
             task.uncancel()
             raise _ClientGone from None
         finally:
-            watcher.cancel()
+            unwatch()
 
     async def _json_body(self, scope: Scope, receive: Receive, ex: _Exchange) -> Any:
         body = await self._raw_body(scope, receive, ex)
@@ -532,14 +533,31 @@ class _Exchange:
         return message
 
 
-async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ex: _Exchange) -> None:
-    """Cancel ``task`` when the client disconnects (the server reports it through ``receive``)."""
+def _watch_disconnect(receive: Receive, ex: _Exchange, task: asyncio.Task[Any]) -> Callable[[], object]:
+    """Cancel ``task`` if the client disconnects before the last byte of the response is on its way; returns
+    what stops watching. Switchboard's server calls back itself (its ``switchboard.disconnect`` extension);
+    under any other ASGI server a task waits in ``receive()`` for ``http.disconnect``."""
+
+    def gone() -> None:
+        if not ex.finished:
+            ex.client_gone = True
+            task.cancel()
+
+    extensions = ex.scope.get("extensions")
+    disconnect = extensions.get("switchboard.disconnect") if extensions else None
+    if disconnect is not None:
+        watch = disconnect["watch"]
+        watch(gone)
+        return functools.partial(watch, None)
+    return asyncio.create_task(_cancel_on_disconnect(receive, gone)).cancel
+
+
+async def _cancel_on_disconnect(receive: Receive, gone: Callable[[], None]) -> None:
+    """Call ``gone`` when the client disconnects (the server reports it through ``receive``)."""
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            if not ex.finished:
-                ex.client_gone = True
-                task.cancel()
+            gone()
             return
 
 

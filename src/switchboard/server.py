@@ -7,10 +7,14 @@ client disconnects reported to the app at once, idle keep-alive timeouts, header
 ``Expect: 100-continue``, the lifespan protocol, and graceful shutdown (stop accepting, let in-flight
 requests finish up to a deadline, close idle connections).
 
-It offers the application one extension (in ``scope["extensions"]``, as ASGI provides for): with
-``switchboard.header_lines``, an ``http.response.start`` message may carry ``header_lines``, header lines the
-application rendered itself (``b"name: value\\r\\n"`` each, names lower-case, no ``content-length``), written
-after its ``headers`` as they are.
+It offers the application two extensions (in ``scope["extensions"]``, as ASGI provides for):
+
+- ``switchboard.header_lines``: an ``http.response.start`` message may carry ``header_lines``, header lines the
+  application rendered itself (``b"name: value\\r\\n"`` each, names lower-case, no ``content-length``),
+  written after its ``headers`` as they are;
+- ``switchboard.disconnect``: its ``watch(callback)`` has ``callback()`` called once, at once, if the client
+  disconnects before the response is complete (``watch(None)`` stops watching) — what a task waiting in
+  ``receive()`` for ``http.disconnect`` would learn, without the task.
 
 Usage::
 
@@ -41,8 +45,8 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_PIPELINED = 8
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
-#: What the server offers beyond ASGI's core (see the module's docstring); the same mapping in every scope.
-_EXTENSIONS: dict[str, dict[str, Any]] = {"switchboard.header_lines": {}}
+#: What the server offers beyond ASGI's core (see the module's docstring).
+_HEADER_LINES: dict[str, Any] = {}
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             413: b"Payload Too Large", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
             499: b"Client Closed Request", 500: b"Internal Server Error", 502: b"Bad Gateway",
@@ -76,6 +80,7 @@ class _Cycle:
         "_conn",
         "_disconnect",
         "_head",
+        "_on_disconnect",
         "chunked",
         "complete",
         "keep_alive",
@@ -93,6 +98,7 @@ class _Cycle:
         self.status = 0
         self._head: bytes = b""
         self._disconnect: asyncio.Future[None] | None = None
+        self._on_disconnect: Callable[[], None] | None = None
 
     async def receive(self) -> Message:
         body = self._body
@@ -112,6 +118,18 @@ class _Cycle:
     def wake(self) -> None:
         if self._disconnect is not None and not self._disconnect.done():
             self._disconnect.set_result(None)
+
+    def watch(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once if the client disconnects before the response is complete (``None``: stop)."""
+        self._on_disconnect = callback
+
+    def client_left(self) -> None:
+        """The connection closed: tell whoever watches, unless the response was already complete."""
+        callback = self._on_disconnect
+        if callback is not None:
+            self._on_disconnect = None
+            if not self.complete:
+                callback()
 
     async def send(self, message: Message) -> None:
         conn = self._conn
@@ -213,6 +231,8 @@ class HttpProtocol(asyncio.Protocol):
         for fut in list(self.waiters):
             if not fut.done():
                 fut.set_result(None)
+        if self._cycle is not None:
+            self._cycle.client_left()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._pending.clear()
@@ -294,13 +314,14 @@ class HttpProtocol(asyncio.Protocol):
             body = body[: self.state.max_body + 1]
             req.keep_alive = False
         raw_path, _, query = req.url.partition(b"?")
+        cycle = _Cycle(self, body, req.keep_alive)
         scope: Scope = {
             "type": "http", "asgi": _ASGI, "http_version": "1.1", "method": req.method.decode("ascii"),
             "scheme": "http", "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
             "query_string": query, "root_path": "", "headers": req.headers, "client": self._client,
-            "server": self._server, "state": {}, "extensions": _EXTENSIONS,
+            "server": self._server, "state": {},
+            "extensions": {"switchboard.header_lines": _HEADER_LINES, "switchboard.disconnect": {"watch": cycle.watch}},
         }
-        cycle = _Cycle(self, body, req.keep_alive)
         self._cycle = cycle
         self.state.in_flight += 1
         task = self.loop.create_task(self._run(scope, cycle))

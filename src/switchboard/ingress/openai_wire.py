@@ -107,6 +107,9 @@ _UNSUPPORTED_CHAT = {
     "verbosity": "'verbosity' is not supported.",
     "moderation": "Moderated completions are not supported.",
 }
+# The keys whose presence needs a check of its own; a body with none of them skips those checks.
+_REFUSABLE = frozenset({*_UNSUPPORTED_CHAT, "logprobs", "modalities"})
+_IGNORED = frozenset({"store", "service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options"})
 _MESSAGE_KEYS = {
     "system": frozenset({"role", "content", "name"}),
     "developer": frozenset({"role", "content", "name"}),
@@ -237,11 +240,14 @@ def parse_chat_request(body: object) -> ChatRequest:
     """Validate a decoded ``POST /v1/chat/completions`` body and build the canonical request."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    for key in body:
-        if key not in _CHAT_KEYS:
-            raise InvalidRequest(f"Unrecognized request argument supplied: {key}", param=str(key))
-    _reject_unsupported(body)
-    _ignored_params(body)
+    if not _CHAT_KEYS.issuperset(body):
+        for key in body:
+            if key not in _CHAT_KEYS:
+                raise InvalidRequest(f"Unrecognized request argument supplied: {key}", param=str(key))
+    if not _REFUSABLE.isdisjoint(body):
+        _reject_unsupported(body)
+    if not _IGNORED.isdisjoint(body):
+        _ignored_params(body)
     model = _str(_required(body, "model", "model"), "model")
     if not model:
         raise _invalid("model", "empty string. Expected a model name.")
@@ -255,8 +261,8 @@ def parse_chat_request(body: object) -> ChatRequest:
         temperature=_opt_num(body, "temperature", 0.0, 2.0),
         top_p=_opt_num(body, "top_p", 0.0, 1.0),
         stop=_stop(body.get("stop")),
-        seed=_opt(body, "seed", lambda v, p: _int(v, p, -_INT64_MAX - 1)),
-        n=_opt(body, "n", lambda v, p: _int(v, p, 1, _MAX_N)) or 1,
+        seed=_opt(body, "seed", _seed),
+        n=_opt(body, "n", _n) or 1,
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools),
         parallel_tool_calls=_opt(body, "parallel_tool_calls", _bool),
@@ -268,8 +274,24 @@ def parse_chat_request(body: object) -> ChatRequest:
         presence_penalty=_opt_num(body, "presence_penalty", -2.0, 2.0),
         frequency_penalty=_opt_num(body, "frequency_penalty", -2.0, 2.0),
         logit_bias=_logit_bias(body.get("logit_bias")),
-        reasoning_effort=_opt(body, "reasoning_effort", lambda v, p: _one_of(v, p, _REASONING_EFFORTS)),
+        reasoning_effort=_opt(body, "reasoning_effort", _reasoning_effort),
     )
+
+
+def _seed(value: Any, path: str) -> int:
+    return _int(value, path, -_INT64_MAX - 1)
+
+
+def _n(value: Any, path: str) -> int:
+    return _int(value, path, 1, _MAX_N)
+
+
+def _reasoning_effort(value: Any, path: str) -> str:
+    return _one_of(value, path, _REASONING_EFFORTS)
+
+
+def _positive(value: Any, path: str) -> int:
+    return _int(value, path, 1)
 
 
 def _opt(obj: JSONObject, key: str, convert: Callable[[Any, str], _T], parent: str = "") -> _T | None:
@@ -308,8 +330,8 @@ def _ignored_params(body: JSONObject) -> None:
 
 
 def _max_tokens(body: JSONObject) -> int | None:
-    legacy = _opt(body, "max_tokens", lambda v, p: _int(v, p, 1))
-    current = _opt(body, "max_completion_tokens", lambda v, p: _int(v, p, 1))
+    legacy = _opt(body, "max_tokens", _positive)
+    current = _opt(body, "max_completion_tokens", _positive)
     return current if current is not None else legacy
 
 
