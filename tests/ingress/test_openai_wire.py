@@ -7,6 +7,7 @@ import base64
 import copy
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -799,6 +800,24 @@ def test_usage_is_not_sent_unless_asked() -> None:
     events = [StreamStart("c", "u"), TextDelta("x"), StreamFinish("stop"), StreamUsage(USAGE)]
     out = chunks(run(OpenAIStreamEncoder("fast", include_usage=False), events))
     assert all(c["choices"] for c in out)
+
+
+@settings(max_examples=200)
+@given(model=st.text(max_size=20), upstream_id=st.text(max_size=20), created=st.integers(0, 2**40),
+       texts=st.lists(st.tuples(st.integers(0, 2), st.text(min_size=1)), min_size=1, max_size=8))
+def test_text_chunks_are_the_bytes_of_their_json(model: str, upstream_id: str, created: int,
+                                                 texts: list[tuple[int, str]]) -> None:
+    """Text deltas after a choice's first reuse its rendered head; the bytes stay those of the chunk's JSON."""
+    enc = OpenAIStreamEncoder(model, include_usage=False)
+    enc.encode(StreamStart(upstream_id, model, created))
+    seen: set[int] = set()
+    for choice, text in texts:
+        delta: dict[str, Any] = {"content": text} if choice in seen else {"role": "assistant", "content": text}
+        seen.add(choice)
+        chunk = {"id": upstream_id or enc._id, "object": "chat.completion.chunk", "created": created or enc._created,
+                 "model": model, "choices": [{"index": choice, "delta": delta, "logprobs": None,
+                                              "finish_reason": None}]}
+        assert enc.encode(TextDelta(text, choice)) == b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 def test_usage_before_finish_is_held_until_the_choices_finish() -> None:

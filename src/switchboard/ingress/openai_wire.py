@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
+import orjson
+
 from switchboard.errors import InvalidRequest, SwitchboardError, UnsupportedParameter
 from switchboard.ingress.sse import DONE_FRAME, sse_frame
 from switchboard.schemas.canonical import (
@@ -754,6 +756,10 @@ def render_error(err: SwitchboardError) -> JSONObject:
 # --- streaming ----------------------------------------------------------------------------------
 
 
+#: What follows a text delta's text in its chunk (see ``OpenAIStreamEncoder._text_heads``).
+_TEXT_TAIL = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+
+
 class OpenAIStreamEncoder:
     """Turns canonical stream events into ``chat.completion.chunk`` SSE frames.
 
@@ -769,8 +775,8 @@ class OpenAIStreamEncoder:
     """
 
     __slots__ = (
-        "_created", "_finished", "_id", "_include_usage", "_model", "_started", "_tool_choices", "_usage",
-        "_usage_sent",
+        "_created", "_finished", "_id", "_include_usage", "_model", "_started", "_text_heads", "_tool_choices",
+        "_usage", "_usage_sent",
     )  # fmt: skip
 
     def __init__(self, model: str, include_usage: bool) -> None:
@@ -783,10 +789,15 @@ class OpenAIStreamEncoder:
         self._tool_choices: set[int] = set()  # choices that made a tool call
         self._usage: Usage | None = None
         self._usage_sent = False
+        # Per choice whose role went out: its text chunk's bytes up to the text, which is all that varies.
+        self._text_heads: dict[int, bytes] = {}
 
     def encode(self, event: StreamEvent) -> bytes:
         """The frame(s) for one event; ``b""`` when the event produces none."""
-        if isinstance(event, TextDelta):
+        if type(event) is TextDelta:
+            head = self._text_heads.get(event.choice)
+            if head is not None:  # the same bytes as the chunk below, rendered once per choice
+                return head + orjson.dumps(event.text) + _TEXT_TAIL
             return self._delta(event.choice, {"content": event.text})
         if isinstance(event, ToolCallDelta):
             piece = {"index": event.index, "function": {"arguments": event.arguments}}
@@ -808,6 +819,7 @@ class OpenAIStreamEncoder:
         if isinstance(event, StreamStart):
             self._id = event.id or self._id
             self._created = event.created or self._created
+            self._text_heads.clear()
         return b""
 
     def done(self) -> bytes:
@@ -834,6 +846,9 @@ class OpenAIStreamEncoder:
         if choice not in self._started:
             self._started.add(choice)
             delta = {"role": "assistant", **delta}
+        elif choice not in self._text_heads:
+            frame = self._chunk([{"index": choice, "delta": {"content": ""}, "logprobs": None, "finish_reason": None}])
+            self._text_heads[choice] = frame[: frame.rindex(b'"content":') + 10]
         return self._chunk([{"index": choice, "delta": delta, "logprobs": None, "finish_reason": None}])
 
     def _finish(self, event: StreamFinish) -> bytes:
