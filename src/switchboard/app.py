@@ -250,8 +250,8 @@ class SwitchboardApp:
         req = openai_wire.parse_embedding_request(body)
         ex.recorded = True
         ctx = RequestContext.create(endpoint="embeddings", dialect=ex.dialect, request_id=ex.request_id,
-                                    client_headers=ex.headers, caller=req.user, timeout=_client_timeout(ex))
-        ctx.record_later = True  # the answer leaves first
+                                    client_headers=ex.headers, caller=req.user, timeout=_client_timeout(ex),
+                                    record_later=True)  # the answer leaves first
         _identify(ctx, ex)
         ex.ctx = ctx
         resp = await self._until_disconnect(receive, ex, self.gateway.embed(req, ctx))
@@ -383,8 +383,8 @@ class SwitchboardApp:
         timeout = _client_timeout(ex)
         ex.recorded = True
         ctx = RequestContext.create(endpoint=endpoint, dialect=ex.dialect, request_id=ex.request_id,
-                                    client_headers=ex.headers, caller=req.user, timeout=timeout)
-        ctx.record_later = True  # the answer leaves first
+                                    client_headers=ex.headers, caller=req.user, timeout=timeout,
+                                    record_later=True)  # the answer leaves first
         if req.metadata:
             ctx.record.metadata = dict(req.metadata)
         _identify(ctx, ex)

@@ -104,11 +104,11 @@ class RequestContext:
     @classmethod
     def create(cls, *, endpoint: str, dialect: str = "library", request_id: str | None = None,
                client_headers: Mapping[str, str] | None = None, caller: str | None = None,
-               timeout: float | None = None) -> RequestContext:
+               timeout: float | None = None, record_later: bool = False) -> RequestContext:
         rid = request_id or new_request_id()
         rec = RequestRecord(request_id=rid, started_at=time.time(), endpoint=endpoint, dialect=dialect,
                             caller=caller)
-        return cls(rid, rec, client_headers or {}, timeout=timeout)
+        return cls(rid, rec, client_headers or {}, timeout=timeout, record_later=record_later)
 
 
 class _Forwarding:

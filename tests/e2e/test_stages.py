@@ -83,8 +83,7 @@ async def test_a_record_asked_for_later_is_handed_on_at_the_next_turn(sim: SimTh
     records: list[RequestRecord] = []
     async with _gateway(sim, fleet) as gw:
         gw.record_listeners.append(records.append)
-        ctx = RequestContext.create(endpoint="chat")
-        ctx.record_later = True
+        ctx = RequestContext.create(endpoint="chat", record_later=True)
         resp = await gw.chat(_request(fleet), ctx)
         assert records == []  # the caller has the answer before the record's listeners run
         await asyncio.sleep(0)
