@@ -68,6 +68,7 @@ class Options:
     awake: bool = False
     one_cpu: bool = False
     relay: bool = False
+    forwarder: bool = False
     passthrough: bool = False
 
 
@@ -95,6 +96,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--no-records", action="store_true", help="run Switchboard with request recording off")
     p.add_argument("--relay", action="store_true",
                    help="also measure a do-nothing TCP relay in the gateway's place: the floor of one more hop")
+    p.add_argument("--forwarder", action="store_true",
+                   help="also measure an HTTP-aware forwarder made of protocol callbacks only (httptools both "
+                        "ways, no tasks): the floor of a proxy that parses HTTP")
     p.add_argument("--passthrough", action="store_true",
                    help="also measure uvicorn + Switchboard's upstream client forwarding bytes unchanged")
     p.add_argument("--one-cpu", action="store_true",
@@ -109,7 +113,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     opts = Options(skip_litellm=a.skip_litellm, modes=(a.only,) if a.only else MODES,
                    concurrency=a.concurrency, delays_ms=a.delays, out_dir=a.out_dir, keep_logs=a.keep_logs,
                    records=not a.no_records, awake=a.awake, one_cpu=a.one_cpu,
-                   relay=a.relay, passthrough=a.passthrough)
+                   relay=a.relay, forwarder=a.forwarder, passthrough=a.passthrough)
     if a.quick:
         opts = replace(opts, quick=True, requests=200, duration_s=0.4, warmup=5, warmup_max_s=2.0,
                        timeout_s=10.0)
@@ -190,6 +194,18 @@ def start_relay(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[in
     took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
                              headers=headers)
     return Target("relay", port, headers, proc, took, notes=["copies bytes, nothing else"])
+
+
+def start_forwarder(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
+    """An HTTP-aware forwarder made of protocol callbacks only, on the gateway's CPU: what parsing HTTP twice
+    and forwarding once costs without tasks, an ASGI server or an async client."""
+    port = free_port()
+    proc = ServerProcess("forwarder", [sys.executable, str(BENCH_DIR / "http_forwarder.py"), "--port", str(port),
+                                       "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
+    headers = {"authorization": f"Bearer {SIM_KEY}", "content-type": "application/json"}
+    took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
+                             headers=headers)
+    return Target("forwarder", port, headers, proc, took, notes=["parses HTTP both ways in callbacks, forwards"])
 
 
 def start_passthrough(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
@@ -432,6 +448,10 @@ def run(opts: Options) -> int:
                 relay = start_relay(run_dir, plan, direct.port, opts.delays_ms)
                 stack.callback(relay.process.stop)
                 targets.append(relay)
+            if opts.forwarder:
+                fw = start_forwarder(run_dir, plan, direct.port, opts.delays_ms)
+                stack.callback(fw.process.stop)
+                targets.append(fw)
             if opts.passthrough:
                 pt = start_passthrough(run_dir, plan, direct.port, opts.delays_ms)
                 stack.callback(pt.process.stop)

@@ -22,7 +22,8 @@ __all__ = ["Check", "add_deltas", "checks_json", "markdown", "paired_change", "t
 
 Cell = dict[str, Any]
 
-TARGET_LABELS = {"direct": "direct (sim)", "relay": "byte relay (floor)", "passthrough": "uvicorn pass-through",
+TARGET_LABELS = {"direct": "direct (sim)", "relay": "byte relay (floor)", "forwarder": "callback HTTP forwarder",
+                 "passthrough": "uvicorn pass-through",
                  "switchboard": "Switchboard",
                  "litellm": "LiteLLM"}
 

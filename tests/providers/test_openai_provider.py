@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from switchboard.config.model import DeploymentConfig
@@ -31,7 +31,7 @@ from switchboard.errors import (
 )
 from switchboard.providers.base import CallOptions
 from switchboard.providers.http import HttpResponse
-from switchboard.providers.openai import OpenAIProvider
+from switchboard.providers.openai import OpenAIProvider, StreamTranslator
 from switchboard.schemas.canonical import (
     ChatRequest,
     EmbeddingRequest,
@@ -490,6 +490,54 @@ async def test_stream_text_then_finish_then_usage() -> None:
         StreamUsage(Usage(input_tokens=30, output_tokens=9, cached_tokens=16, reasoning_tokens=4)),
     ]
     assert http.streams[0].closed
+
+
+_DELTAS = st.one_of(
+    st.fixed_dictionaries({"content": st.one_of(st.text(max_size=5), st.none(), st.integers(0, 3))}),
+    st.fixed_dictionaries({"content": st.text(max_size=3), "role": st.just("assistant")}),
+    st.fixed_dictionaries({"refusal": st.text(max_size=3)}),
+    st.fixed_dictionaries({"tool_calls": st.just([{"index": 0, "id": "call_1", "type": "function",
+                                                   "function": {"name": "f", "arguments": "{}"}}])}),
+    st.just({}), st.just(None), st.just([]), st.just("x"),
+)
+_CHOICES = st.fixed_dictionaries(
+    {"delta": _DELTAS},
+    optional={"index": st.one_of(st.integers(0, 1), st.none(), st.just(True), st.just("0")),
+              "finish_reason": st.one_of(st.none(), st.sampled_from(["stop", "length", "tool_calls"])),
+              "logprobs": st.none()},
+)
+_FRAMES = st.one_of(
+    st.fixed_dictionaries(
+        {"choices": st.one_of(st.lists(_CHOICES, max_size=2), st.none(), st.just({}))},
+        optional={"id": st.just("chatcmpl-1"), "object": st.sampled_from(["chat.completion.chunk", "error"]),
+                  "usage": st.one_of(st.none(), st.just(USAGE), st.just(1)),
+                  "error": st.one_of(st.none(), st.just({"message": "boom", "type": "server_error"}))},
+    ).map(lambda frame: orjson.dumps(frame).decode()),
+    st.sampled_from(["[]", "[{}]", "null", "{", '"text"', ""]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_FRAMES, max_size=8))
+@example([orjson.dumps({"choices": [{"index": 1, "delta": {"content": "B"}}]}).decode(),
+          orjson.dumps(chunk({}, "stop")).decode()])  # a second choice begins with plain text, never ends
+def test_stream_frames_taking_the_short_way_translate_as_by_the_full_one(frames: list[str]) -> None:
+    """Plain text frames after the first skip most of the translator; any stream of frames gives the same
+    events and the same error whichever way each frame goes (a named event always goes the full way)."""
+    link = make_provider(FakeHttp())._link
+
+    def run(event: str | None) -> tuple[list[StreamEvent], str | None]:
+        translator = StreamTranslator(MODEL_ID, provider="openai", link=link)
+        out: list[StreamEvent] = []
+        try:
+            for data in [orjson.dumps(chunk({"role": "assistant", "content": ""})).decode(), *frames]:
+                out += [ev for ev in translator.feed(event, data) if not isinstance(ev, StreamStart)]
+            out += translator.end_of_body()
+        except SwitchboardError as exc:
+            return out, f"{type(exc).__name__}: {exc.message}"
+        return out, None
+
+    assert run(None) == run("message")
 
 
 async def test_stream_refusal_is_text_with_a_content_filter_finish() -> None:

@@ -449,7 +449,28 @@ class StreamTranslator:
             return self._close(at_done=True)
         if not data:
             return []
-        frame = self._link.decode_frame(event, data, provider=self._provider)
+        frame: Any = None
+        if event is None and self._started:
+            # Most frames after the first carry one choice's next piece of text and nothing else: they
+            # take this short way; every other frame (a malformed one too) takes the full one below.
+            try:
+                frame = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                frame = None
+            if type(frame) is dict and frame.get("usage") is None and "error" not in frame:
+                choices = frame.get("choices")
+                if type(choices) is list and len(choices) == 1 and frame.get("object") != "error":
+                    raw = choices[0]
+                    if type(raw) is dict and raw.get("finish_reason") is None:
+                        delta = raw.get("delta")
+                        index = raw.get("index") or 0
+                        if (type(delta) is dict and len(delta) == 1 and type(index) is int
+                                and index in self._choices):
+                            content = delta.get("content")
+                            if type(content) is str:
+                                return [TextDelta(content, index)] if content else []
+        if type(frame) is not dict:
+            frame = self._link.decode_frame(event, data, provider=self._provider)
         if event == "error" or frame.get("error") or frame.get("object") == "error":
             raise self._link.inband_error(frame, {}, provider=self._provider)
         try:
