@@ -185,38 +185,34 @@ def start_sim(run_dir: Path, plan: CpuPlan, delays: Sequence[int]) -> tuple[Serv
     return sim, Target("direct", port, {"authorization": f"Bearer {SIM_KEY}"}, sim, took)
 
 
-def start_relay(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
-    """A do-nothing byte relay on the gateway's CPU: the cost of the extra hop alone."""
+def _start_reference(name: str, script: str, note: str, run_dir: Path, plan: CpuPlan, sim_port: int,
+                     delays: Sequence[int]) -> Target:
+    """A reference server from ``bench/`` in the gateway's place, on the gateway's CPU."""
     port = free_port()
-    proc = ServerProcess("relay", [sys.executable, str(BENCH_DIR / "relay.py"), "--port", str(port),
-                                   "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
-    headers = {"authorization": f"Bearer {SIM_KEY}"}
-    took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
-                             headers=headers)
-    return Target("relay", port, headers, proc, took, notes=["copies bytes, nothing else"])
-
-
-def start_forwarder(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
-    """An HTTP-aware forwarder made of protocol callbacks only, on the gateway's CPU: what parsing HTTP twice
-    and forwarding once costs without tasks, an ASGI server or an async client."""
-    port = free_port()
-    proc = ServerProcess("forwarder", [sys.executable, str(BENCH_DIR / "http_forwarder.py"), "--port", str(port),
-                                       "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
+    proc = ServerProcess(name, [sys.executable, str(BENCH_DIR / script), "--port", str(port),
+                                "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
     headers = {"authorization": f"Bearer {SIM_KEY}", "content-type": "application/json"}
     took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
                              headers=headers)
-    return Target("forwarder", port, headers, proc, took, notes=["parses HTTP both ways in callbacks, forwards"])
+    return Target(name, port, headers, proc, took, notes=[note])
+
+
+def start_relay(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
+    """A do-nothing byte relay: the cost of the extra hop alone."""
+    return _start_reference("relay", "relay.py", "copies bytes, nothing else", run_dir, plan, sim_port, delays)
+
+
+def start_forwarder(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
+    """An HTTP-aware forwarder made of protocol callbacks only: what parsing HTTP twice and forwarding once
+    costs without tasks, an ASGI server or an async client."""
+    return _start_reference("forwarder", "http_forwarder.py", "parses HTTP both ways in callbacks, forwards",
+                            run_dir, plan, sim_port, delays)
 
 
 def start_passthrough(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
     """uvicorn + Switchboard's upstream client forwarding bytes unchanged: the server stack's share."""
-    port = free_port()
-    proc = ServerProcess("passthrough", [sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port),
-                                         "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
-    headers = {"authorization": f"Bearer {SIM_KEY}", "content-type": "application/json"}
-    took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
-                             headers=headers)
-    return Target("passthrough", port, headers, proc, took, notes=["forwards bytes through uvicorn"])
+    return _start_reference("passthrough", "passthrough.py", "forwards bytes through uvicorn", run_dir, plan,
+                            sim_port, delays)
 
 
 def start_switchboard(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int],

@@ -14,12 +14,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import signal
 
 import httptools
+
+from relay import run, serve_until_stopped
 
 _FORWARDED = (b"authorization", b"content-type", b"accept")
 
@@ -146,26 +145,8 @@ class _Client(asyncio.Protocol):
 
 
 async def serve(port: int, upstream_port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Client(("127.0.0.1", upstream_port)), "127.0.0.1", port)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--upstream-port", type=int, required=True)
-    a = p.parse_args()
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(serve(a.port, a.upstream_port))
+    await serve_until_stopped(lambda: _Client(("127.0.0.1", upstream_port)), port)
 
 
 if __name__ == "__main__":
-    main()
+    run(__doc__, serve)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 
 
 class _Pipe(asyncio.Protocol):
@@ -62,7 +63,13 @@ async def serve(port: int, upstream_port: int) -> None:
         task.add_done_callback(connecting.discard)
         return down
 
-    server = await loop.create_server(client_side, "127.0.0.1", port)
+    await serve_until_stopped(client_side, port)
+
+
+async def serve_until_stopped(factory: Callable[[], asyncio.Protocol], port: int) -> None:
+    """Serve connections on 127.0.0.1:``port`` with ``factory``'s protocols until SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, "127.0.0.1", port)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -70,8 +77,9 @@ async def serve(port: int, upstream_port: int) -> None:
         await stop.wait()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(doc: str | None, serve: Callable[[int, int], Awaitable[None]]) -> None:
+    """The command line of a reference server: ``--port`` and ``--upstream-port``, on uvloop when present."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream-port", type=int, required=True)
     a = p.parse_args()
@@ -83,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(__doc__, serve)
