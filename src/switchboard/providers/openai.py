@@ -451,24 +451,15 @@ class StreamTranslator:
             return []
         frame: Any = None
         if event is None and self._started:
-            # Most frames after the first carry one choice's next piece of text and nothing else: they
+            # Most frames after the first carry one known choice's next piece of text and nothing else: they
             # take this short way; every other frame (a malformed one too) takes the full one below.
             try:
                 frame = orjson.loads(data)
             except orjson.JSONDecodeError:
                 frame = None
-            if type(frame) is dict and frame.get("usage") is None and "error" not in frame:
-                choices = frame.get("choices")
-                if type(choices) is list and len(choices) == 1 and frame.get("object") != "error":
-                    raw = choices[0]
-                    if type(raw) is dict and raw.get("finish_reason") is None:
-                        delta = raw.get("delta")
-                        index = raw.get("index") or 0
-                        if (type(delta) is dict and len(delta) == 1 and type(index) is int
-                                and index in self._choices):
-                            content = delta.get("content")
-                            if type(content) is str:
-                                return [TextDelta(content, index)] if content else []
+            text = _plain_text(frame, self._choices)
+            if text is not None:
+                return text
         if type(frame) is not dict:
             frame = self._link.decode_frame(event, data, provider=self._provider)
         if event == "error" or frame.get("error") or frame.get("object") == "error":
@@ -537,6 +528,27 @@ class StreamTranslator:
                     finish = "content_filter"  # OpenAI ends a refusal with "stop"
                 out.append(StreamFinish(finish, index))
         return out
+
+
+def _plain_text(frame: Any, known: dict[int, _ChoiceState]) -> list[StreamEvent] | None:
+    """The events of a frame that carries only one known choice's next piece of text; ``None`` for any other
+    frame (which then goes through :meth:`StreamTranslator._frame`)."""
+    if type(frame) is not dict or frame.get("usage") is not None or "error" in frame:
+        return None
+    choices = frame.get("choices")
+    if type(choices) is not list or len(choices) != 1 or frame.get("object") == "error":
+        return None
+    raw = choices[0]
+    if type(raw) is not dict or raw.get("finish_reason") is not None:
+        return None
+    delta = raw.get("delta")
+    index = raw.get("index") or 0
+    if type(delta) is not dict or len(delta) != 1 or type(index) is not int or index not in known:
+        return None
+    content = delta.get("content")
+    if type(content) is not str:
+        return None
+    return [TextDelta(content, index)] if content else []
 
 
 def _tool_fragment(
