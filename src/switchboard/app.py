@@ -315,6 +315,8 @@ class SwitchboardApp:
     async def _ready(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         if self.draining:
             await self._send(send, ex, 503, b'{"status":"draining"}', [])
+        elif not self.gateway.ready:  # routers still embedding their examples or loading their models
+            await self._send(send, ex, 503, b'{"status":"warming"}', [])
         else:
             await self._send(send, ex, 200, b'{"status":"ready"}', [])
 
@@ -345,20 +347,26 @@ class SwitchboardApp:
 
     @staticmethod
     async def _pump(send: Send, stream: ChatStream, encoder: _Encoder, ex: _Exchange) -> None:
-        # What arrived from the upstream in one read leaves in one write.
+        # What arrived from the upstream in one read leaves in one write; the end leaves with the last batch,
+        # before the stream settles its record.
         encode = encoder.encode
         try:
             async for batch in stream.batches():
-                chunk = b"".join([encode(event) for event in batch]) if len(batch) > 1 else encode(batch[0])
-                if chunk:
+                chunk = encode(batch[0]) if len(batch) == 1 else b"".join([encode(event) for event in batch])
+                if stream.complete:
+                    ex.finished = True  # from here a "disconnect" only means the response is complete
+                    await send({"type": "http.response.body", "body": chunk + encoder.done(), "more_body": False})
+                elif chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except SwitchboardError as exc:
             log.warning("stream for %s failed after content was sent: %s", stream.ctx.request_id, exc.message)
-            ex.finished = True
-            await send({"type": "http.response.body", "body": encoder.error(exc), "more_body": False})
+            if not ex.finished:
+                ex.finished = True
+                await send({"type": "http.response.body", "body": encoder.error(exc), "more_body": False})
             return
-        ex.finished = True  # from here a "disconnect" from the server only means the response is complete
-        await send({"type": "http.response.body", "body": encoder.done(), "more_body": False})
+        if not ex.finished:
+            ex.finished = True
+            await send({"type": "http.response.body", "body": encoder.done(), "more_body": False})
 
     # -- helpers -----------------------------------------------------------------------------
 

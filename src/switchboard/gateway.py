@@ -47,6 +47,7 @@ from switchboard.schemas.canonical import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
+    LastBatch,
     StreamEvent,
     StreamFinish,
     StreamUsage,
@@ -203,6 +204,11 @@ class Gateway:
         if self.config.routers and self._upkeep is None:
             self._ready = asyncio.Event()
             self._upkeep = asyncio.get_running_loop().create_task(self._routing_upkeep(self._ready))
+
+    @property
+    def ready(self) -> bool:
+        """Whether the routers have restored what they learned and loaded their models (or gave up trying)."""
+        return self._ready is None or self._ready.is_set() or (self._upkeep is not None and self._upkeep.done())
 
     async def wait_ready(self) -> None:
         """Wait until the routers have restored what they learned and loaded their models (returns at
@@ -702,7 +708,9 @@ def _breaker_settings(config: Config, model: str | None) -> BreakerSettings:
 
 class ChatStream:
     """A started upstream stream. Iterate it for canonical events (or :meth:`batches` for the events of
-    each network read together); it records itself when it ends.
+    each network read together); it records itself when it ends. ``complete`` turns true with the last
+    batch, before the stream settles its record: an answer can be finished then, while iterating goes on
+    to the end.
 
     Ending early (``aclose()``, e.g. because the client went away) closes the upstream call and
     records status 499. A failure after content was sent is re-raised and recorded as partial.
@@ -721,6 +729,7 @@ class ChatStream:
         self._begun = False  # whether iterating has begun (from then on the generator's end settles the record)
         self._events: AsyncGenerator[StreamEvent, None] | None = None
         self.usage: Usage | None = None
+        self.complete = False  # the batch just delivered was the upstream's last
         # One restorer per choice's text (index -1) and per tool call's arguments.
         self._restorers: dict[tuple[int, int], StreamRestorer] | None = {} if ctx.vault is not None else None
         self._text: list[str] | None = [] if gateway._keep_completions else None  # the first choice's, to record
@@ -755,9 +764,11 @@ class ChatStream:
         try:
             first, self._buffered = self._buffered, []
             self._note(first)
+            self.complete = type(first) is LastBatch
             yield first if self._restorers is None else self._restore(first)
             async for batch in self._rest:
                 self._note(batch)
+                self.complete = type(batch) is LastBatch
                 yield batch if self._restorers is None else self._restore(batch)
             finished = True
         except SwitchboardError as exc:

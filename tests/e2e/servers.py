@@ -110,8 +110,17 @@ class GatewayThread:
     def _serve(self) -> None:
         async def main() -> None:
             self._stop = asyncio.Event()
-            await serve(self.app, sock=self._sock, max_body=self.app.config.server.max_body_bytes,
-                        drain_timeout=5, on_ready=self._ready.set, stop=self._stop)
+            listening = asyncio.Event()
+            server = asyncio.ensure_future(serve(
+                self.app, sock=self._sock, max_body=self.app.config.server.max_body_bytes, drain_timeout=5,
+                on_ready=listening.set, stop=self._stop))
+            up = asyncio.ensure_future(listening.wait())
+            await asyncio.wait([server, up], return_when=asyncio.FIRST_COMPLETED)
+            up.cancel()
+            if not server.done():
+                await self.app.gateway.wait_ready()  # as a deployment waits for /health/ready
+                self._ready.set()
+            await server
 
         self._loop.run_until_complete(main())
         self._loop.close()

@@ -5,6 +5,7 @@ moves traffic and survives a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import urllib.error
@@ -295,3 +296,36 @@ async def test_feedback_moves_traffic_and_survives_a_restart(sim: SimThread, tmp
         await gw.wait_ready()
         plan = await gw.plan(request)
         assert plan.decision is not None and plan.decision.model == "sim-claude"
+
+
+async def test_the_gateway_is_ready_once_its_routers_are_warm(sim: SimThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/health/ready answers 503 "warming" while the routers load their models and embed their examples, so a
+    load balancer sends no request to a router that is not ready; 200 after."""
+    loaded = asyncio.Event()
+
+    async def slow_warm(router: Any) -> None:
+        await loaded.wait()
+
+    monkeypatch.setattr("switchboard.gateway.warm", slow_warm)
+    cfg = parse_config({**gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url), "records": {"enabled": False},
+                        "routers": {"auto": {"models": ["sim-gpt-small", "sim-gpt-large"]}}}, env={})
+    app = create_app(cfg)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def ready() -> tuple[int, bytes]:
+        sent.clear()
+        await app({"type": "http", "method": "GET", "path": "/health/ready", "query_string": b"", "headers": [],
+                   "http_version": "1.1"}, receive, send)
+        return sent[0]["status"], sent[-1]["body"]
+
+    async with app.gateway:
+        assert await ready() == (503, b'{"status":"warming"}')
+        loaded.set()
+        await app.gateway.wait_ready()
+        assert await ready() == (200, b'{"status":"ready"}')

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from switchboard import ChatRequest, Gateway, Message, RequestContext, TextPart, parse_config
+from switchboard.app import create_app
 from switchboard.sim.fleet import Fleet, gateway_config_for_fleet
 from switchboard.telemetry.record import RequestRecord
 from tests.e2e.conftest import model_for
@@ -91,3 +93,42 @@ async def test_a_record_asked_for_later_is_handed_on_at_the_next_turn(sim: SimTh
         assert records[0].status == 200 and records[0].output_tokens == resp.usage.output_tokens
         await gw.chat(_request(fleet))  # without the flag: at once
         assert len(records) == 2
+
+
+async def test_a_stream_is_complete_for_the_client_before_its_record_is_settled(sim: SimThread, fleet: Fleet) -> None:
+    """The end of a stream leaves with its last batch: the client has every byte before the stream's clean-up
+    (breaker verdict, usage, cost, record) runs."""
+    cfg = parse_config({**gateway_config_for_fleet(fleet, sim.base_url), "records": {"enabled": False}}, env={})
+    app = create_app(cfg)
+    order: list[str] = []
+    finish = app.gateway._finish
+
+    def finishing(ctx: RequestContext) -> None:
+        order.append("settled")
+        finish(ctx)
+
+    app.gateway._finish = finishing  # type: ignore[method-assign]
+    body = orjson.dumps({"model": model_for(fleet, "openai"), "stream": True, "max_tokens": 8,
+                         "messages": [{"role": "user", "content": "Hello"}]})
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1"}
+    chunks: list[bytes] = []
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not chunks and not order:
+            chunks.append(b"")  # the request body is read once
+            return {"type": "http.request", "body": body, "more_body": False}
+        await never.wait()  # the client stays until the test ends
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            chunks.append(message["body"])
+            if not message.get("more_body"):
+                order.append("sent")
+
+    async with app.gateway:
+        await app(scope, receive, send)
+    assert order == ["sent", "settled"]
+    assert b"".join(chunks).endswith(b"data: [DONE]\n\n")

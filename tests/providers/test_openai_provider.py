@@ -36,6 +36,7 @@ from switchboard.schemas.canonical import (
     ChatRequest,
     EmbeddingRequest,
     ImagePart,
+    LastBatch,
     Message,
     ResponseFormat,
     StreamEvent,
@@ -538,6 +539,35 @@ def test_stream_frames_taking_the_short_way_translate_as_by_the_full_one(frames:
         return out, None
 
     assert run(None) == run("message")
+
+
+async def _batches(http: FakeHttp) -> list[list[StreamEvent]]:
+    stream = make_provider(http).stream(chat_request(stream=True), DEPLOYMENT, OPTIONS)
+    return [batch async for batch in stream]
+
+
+async def test_the_batch_that_ends_a_stream_says_so() -> None:
+    """The batch the end arrives with is a LastBatch, so an answer can be finished before the clean-up; the end
+    may come with the last frames, alone in a read (an empty LastBatch), or as the body's end without [DONE]."""
+    frames = sse(chunk({"role": "assistant", "content": "Hel"}), chunk({"content": "lo"}), chunk({}, "stop"),
+                 chunk(usage=USAGE, no_choices=True))
+    usage = StreamUsage(Usage(input_tokens=30, output_tokens=9, cached_tokens=16, reasoning_tokens=4))
+    together = await _batches(FakeHttp(chunks=[b"".join(frames[:2]), b"".join(frames[2:])]))
+    assert [type(b) for b in together] == [list, LastBatch] and together[1] == [StreamFinish("stop"), usage]
+    alone = await _batches(FakeHttp(chunks=[b"".join(frames[:3]), frames[-1]]))  # no usage: nothing comes with it
+    assert [type(b) for b in alone] == [list, LastBatch] and alone[1] == []
+    no_done = await _batches(FakeHttp(chunks=[b"".join(frames[:3])]))
+    assert [type(b) for b in no_done] == [list, LastBatch] and no_done[1] == []
+    cut: list[list[StreamEvent]] = []
+
+    async def read_cut() -> None:
+        async for batch in make_provider(FakeHttp(chunks=frames[:2])).stream(chat_request(stream=True), DEPLOYMENT,
+                                                                             OPTIONS):
+            cut.append(batch)
+
+    with pytest.raises(UpstreamConnectionError):
+        await read_cut()
+    assert cut and all(type(b) is list for b in cut)  # a cut stream never claims to be complete
 
 
 async def test_stream_refusal_is_text_with_a_content_filter_finish() -> None:

@@ -50,6 +50,7 @@ from switchboard.schemas.canonical import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
+    LastBatch,
     StreamEvent,
     StreamStart,
     Usage,
@@ -448,7 +449,8 @@ class _Run:
 
 async def _first_content(stream: AsyncIterator[list[StreamEvent]], *, whole: bool = False) -> StartedStream:
     """Pull batches until one carries content (any event but ``StreamStart``) — or, with ``whole``, to
-    the end of the stream; close the stream on failure."""
+    the end of the stream; close the stream on failure. What was pulled is a :class:`LastBatch` if the
+    stream's end came with it."""
     buffered: list[StreamEvent] = []
     it = aiter(stream)
     try:
@@ -457,11 +459,11 @@ async def _first_content(stream: AsyncIterator[list[StreamEvent]], *, whole: boo
                 batch = await anext(it)
             except StopAsyncIteration:
                 if whole and any(type(ev) is not StreamStart for ev in buffered):
-                    return buffered, _empty()
+                    return LastBatch(buffered), _empty()
                 raise UpstreamProtocolError("the upstream stream ended before any content") from None
             buffered += batch
             if not whole and any(type(ev) is not StreamStart for ev in batch):
-                return buffered, it
+                return (LastBatch(buffered) if type(batch) is LastBatch else buffered), it
     except BaseException:
         aclose = getattr(it, "aclose", None)
         if aclose is not None:

@@ -28,7 +28,7 @@ from switchboard.providers.base import CallOptions
 from switchboard.providers.errors import upstream_error
 from switchboard.providers.http import HttpClient, StreamingResponse
 from switchboard.providers.sse import EventTranslator, SSEDecoder, translate_batch
-from switchboard.schemas.canonical import StreamEvent
+from switchboard.schemas.canonical import LastBatch, StreamEvent
 
 __all__ = ["ErrorBody", "Exchange", "StreamTranslator", "drain", "event_batches", "parse_error_body"]
 
@@ -261,28 +261,36 @@ async def event_batches(
 ) -> AsyncGenerator[list[StreamEvent], None]:
     """The canonical events of an SSE response, one batch per network read.
 
-    Events decoded before an upstream error are delivered before the error is raised; once the
-    translator is done the rest of the body is drained so the connection can be reused.
+    Events decoded before an upstream error are delivered before the error is raised. The batch that
+    ends the stream is a :class:`LastBatch` (empty if the end came alone), so the consumer can finish its
+    answer at once; the rest of the body is drained after it so the connection can be reused.
     """
     decoder = SSEDecoder()
     chunks = resp.iter_bytes()
     async for chunk in chunks:
         batch, error = translate_batch(decoder, translator, chunk)
-        if batch:
-            yield batch
         if error is not None:
+            if batch:
+                yield batch
             raise error
         if translator.done:
+            yield LastBatch(batch)
             await drain(chunks)
             return
+        if batch:
+            yield batch
     batch, error = translate_batch(decoder, translator, None)
-    if batch:
-        yield batch
     if error is not None:
+        if batch:
+            yield batch
         raise error
-    tail = translator.end_of_body()
-    if tail:
-        yield tail
+    try:
+        batch += translator.end_of_body()
+    except SwitchboardError:  # the upstream stopped before it finished
+        if batch:
+            yield batch
+        raise
+    yield LastBatch(batch)
 
 
 async def drain(chunks: AsyncIterator[bytes]) -> None:

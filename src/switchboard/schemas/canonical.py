@@ -23,6 +23,7 @@ __all__ = [
     "EmbeddingResponse",
     "FinishReason",
     "ImagePart",
+    "LastBatch",
     "Message",
     "ResponseFormat",
     "Role",
@@ -238,6 +239,13 @@ class StreamUsage:
 
 
 StreamEvent = StreamStart | TextDelta | ToolCallStart | ToolCallDelta | StreamFinish | StreamUsage
+
+
+class LastBatch(list[StreamEvent]):
+    """A stream's last batch of events (possibly none): the upstream's end arrived with it, so nothing follows
+    and the answer can be completed at once, before the stream's own clean-up runs."""
+
+    __slots__ = ()
 
 
 @dataclass(slots=True)
