@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types import CreateEmbeddingResponse, Model
@@ -25,6 +25,7 @@ from switchboard.errors import (
 )
 from switchboard.ingress.openai_wire import (
     OpenAIStreamEncoder,
+    _parse_chat,
     parse_chat_request,
     parse_embedding_request,
     render_chat_response,
@@ -33,6 +34,7 @@ from switchboard.ingress.openai_wire import (
     render_models,
 )
 from switchboard.schemas.canonical import (
+    ChatRequest,
     ChatResponse,
     Choice,
     EmbeddingResponse,
@@ -99,6 +101,65 @@ def test_minimal_request_has_canonical_defaults() -> None:
     assert req.max_tokens is None
     assert req.temperature is None
     assert req.tool_choice is None
+
+
+_ODD = st.sampled_from([None, True, False, "", "x", 2 ** 63, 2 ** 63 - 1, -1, 0, float("nan"), float("inf"), [], {}])
+
+
+def _mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid values nine times in ten, odd ones otherwise."""
+    return st.integers(0, 9).flatmap(lambda k: _ODD if k == 9 else valid)
+
+
+_LIMIT = st.integers(-1, 40) | st.sampled_from([2 ** 63 - 1, 2 ** 63])
+_EDGES = [float("nan"), float("inf"), 2.0, 0.0, -0.0]
+_MESSAGE = st.fixed_dictionaries(
+    {"role": _mostly(st.sampled_from(["user", "user", "user", "system", "developer", "assistant", "tool"])),
+     "content": _mostly(st.text(max_size=4))},
+)
+_MESSAGES = _mostly(st.lists(
+    st.integers(0, 9).flatmap(lambda k: [_MESSAGE.map(lambda m: {**m, "name": "n"}), st.just({"role": "user"}),
+                                         st.just({"role": "user", "content": [{"type": "text", "text": "hi"}]})][k]
+                              if k < 3 else _MESSAGE),
+    min_size=1, max_size=3,
+))
+_SHORT_BODIES = st.tuples(
+    st.fixed_dictionaries(
+        {"model": _mostly(st.sampled_from(["m", "gpt-4o", ""])), "messages": _MESSAGES},
+        optional={"max_tokens": _mostly(_LIMIT), "max_completion_tokens": _mostly(_LIMIT),
+                  "temperature": _mostly(st.floats(-0.5, 2.5) | st.integers(-1, 3) | st.sampled_from(_EDGES)),
+                  "stream": _mostly(st.booleans()), "user": _mostly(st.text(max_size=3))},
+    ),
+    st.sampled_from([{}, {}, {}, {}, {"n": 2}, {"stream_options": {"include_usage": True}}]),
+).map(lambda pair: {**pair[0], **pair[1]})
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_SHORT_BODIES)
+@example({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "temperature": float("nan")})
+def test_common_requests_taking_the_short_way_parse_as_by_the_full_one(body: dict[str, Any]) -> None:
+    """Bodies of the common shape skip most of the parser; any body gives the same request, or the same error,
+    whichever way it goes."""
+
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(body)
+        except (SwitchboardError, OverflowError) as exc:
+            return type(exc).__name__, str(exc), getattr(exc, "param", None)
+
+    assert outcome(parse_chat_request) == outcome(_parse_chat)
+
+
+def test_a_plain_chat_body_takes_the_short_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_way(body: object) -> ChatRequest:
+        raise AssertionError("took the full way")
+
+    monkeypatch.setattr("switchboard.ingress.openai_wire._parse_chat", full_way)
+    req = parse_chat_request({"model": "m", "stream": True, "max_tokens": 20, "temperature": 1,
+                              "messages": [{"role": "developer", "content": "Be brief."},
+                                           {"role": "user", "content": "Hi"}]})
+    assert req == ChatRequest(model="m", stream=True, max_tokens=20, temperature=1.0,
+                              messages=[Message("system", [TextPart("Be brief.")]), Message("user", [TextPart("Hi")])])
 
 
 def test_system_and_developer_become_system() -> None:

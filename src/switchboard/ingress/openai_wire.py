@@ -50,6 +50,7 @@ from switchboard.schemas.canonical import (
     ImagePart,
     Message,
     ResponseFormat,
+    Role,
     StreamEvent,
     StreamFinish,
     StreamStart,
@@ -240,6 +241,56 @@ def _name(value: object, path: str) -> str:
 
 def parse_chat_request(body: object) -> ChatRequest:
     """Validate a decoded ``POST /v1/chat/completions`` body and build the canonical request."""
+    if type(body) is dict and _SHORT_KEYS.issuperset(body):
+        request = _short_chat(body)
+        if request is not None:
+            return request
+    return _parse_chat(body)
+
+
+# The common shape: text messages of system, developer and user turns, and a few plain parameters.
+_SHORT_KEYS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "stream", "temperature", "user"})
+_SHORT_ROLES: dict[str, Role] = {"user": "user", "system": "system", "developer": "system"}
+
+
+def _short_chat(body: dict[str, Any]) -> ChatRequest | None:
+    """The request of a valid body of the common shape, built in one pass; ``None`` for any other body, which
+    then goes the full way (that also finds what is wrong with an invalid one)."""
+    model = body.get("model")
+    items = body.get("messages")
+    if type(model) is not str or not model or type(items) is not list or not items:
+        return None
+    messages: list[Message] = []
+    for item in items:
+        if type(item) is not dict or len(item) != 2:
+            return None
+        role = item.get("role")
+        content = item.get("content")
+        if type(role) is not str or type(content) is not str or role not in _SHORT_ROLES:
+            return None
+        messages.append(Message(_SHORT_ROLES[role], [TextPart(content)]))
+    legacy = body.get("max_tokens")
+    current = body.get("max_completion_tokens")
+    for limit in (legacy, current):
+        if limit is not None and (type(limit) is not int or not 1 <= limit <= _INT64_MAX):
+            return None
+    stream = body.get("stream")
+    temperature = body.get("temperature")
+    user = body.get("user")
+    if (stream is not None and type(stream) is not bool) or (user is not None and type(user) is not str):
+        return None
+    if temperature is not None:
+        if type(temperature) is not float and type(temperature) is not int:
+            return None
+        temperature = float(temperature)
+        if not 0.0 <= temperature <= 2.0:  # NaN too
+            return None
+    return ChatRequest(model=model, messages=messages, max_tokens=current if current is not None else legacy,
+                       temperature=temperature, stream=bool(stream), user=user)
+
+
+def _parse_chat(body: object) -> ChatRequest:
+    """``parse_chat_request`` the full way: every field, and an error naming the first bad one."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     if not _CHAT_KEYS.issuperset(body):
