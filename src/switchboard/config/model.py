@@ -10,6 +10,7 @@ Usage::
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -106,9 +107,9 @@ class DeploymentConfig(_Frozen):
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """A stable identifier: ``name`` if given, else ``provider/model``."""
+        """A stable identifier: ``name`` if given, else ``provider/model`` (made once: every request asks)."""
         return self.name or f"{self.provider}/{self.model}"
 
 
