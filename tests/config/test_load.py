@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from switchboard.config.load import ConfigError, config_from_environment, load_config, parse_config
+from switchboard.config.model import DeploymentConfig
 
 GOOD: dict[str, Any] = {
     "providers": {
@@ -91,3 +92,11 @@ def test_environment_config() -> None:
     assert cfg is not None
     assert set(cfg.providers) == {"anthropic", "local"}
     assert {"claude-haiku-4-5", "llama3", "qwen"} <= set(cfg.models)
+
+
+def test_a_deployments_id_follows_its_copies() -> None:
+    dep = DeploymentConfig(provider="openai", model="gpt-4o")
+    assert dep.id == "openai/gpt-4o" and dep.id is dep.id  # made once
+    assert dep.model_copy(update={"model": "gpt-4o-mini"}).id == "openai/gpt-4o-mini"
+    assert dep.model_copy(update={"name": "primary"}).id == "primary"
+    assert dep == DeploymentConfig(provider="openai", model="gpt-4o")  # the cached id is not a field

@@ -1,17 +1,21 @@
 """The request path's stage boundaries: concurrent requests pass a stage together, a request alone in the
 gateway goes straight on, and a client that leaves at a boundary after the upstream answered still has the
-answer's tokens and cost on its record."""
+answer's tokens and cost on its record; the answer leaves before the bookkeeping, a stream's end with its last
+batch."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
 from switchboard import ChatRequest, Gateway, Message, RequestContext, TextPart, parse_config
-from switchboard.app import create_app
+from switchboard.app import SwitchboardApp, _Exchange, create_app
+from switchboard.ingress.openai_wire import OpenAIStreamEncoder
+from switchboard.schemas.canonical import LastBatch, StreamEvent, StreamFinish, StreamStart, TextDelta
 from switchboard.sim.fleet import Fleet, gateway_config_for_fleet
 from switchboard.telemetry.record import RequestRecord
 from tests.e2e.conftest import model_for
@@ -132,3 +136,31 @@ async def test_a_stream_is_complete_for_the_client_before_its_record_is_settled(
         await app(scope, receive, send)
     assert order == ["sent", "settled"]
     assert b"".join(chunks).endswith(b"data: [DONE]\n\n")
+
+
+async def test_a_batch_held_back_whole_writes_nothing_and_the_stream_goes_on() -> None:
+    """With redaction a read may carry only the start of a placeholder, held back until the next one: the batch
+    is empty, nothing is written for it, and the stream ends as usual."""
+
+    class Held:
+        complete = False
+        ctx = RequestContext.create(endpoint="chat")
+
+        async def _batches(self) -> AsyncIterator[list[StreamEvent]]:
+            yield [StreamStart("chatcmpl-1", "m"), TextDelta("Mail ")]
+            yield []
+            self.complete = True
+            yield LastBatch([TextDelta("[EMAIL_1] now"), StreamFinish("stop")])
+
+        def batches(self) -> AsyncIterator[list[StreamEvent]]:
+            return self._batches()
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    ex = _Exchange("req_1", {}, "openai", {"type": "http"})
+    await SwitchboardApp._pump(send, Held(), OpenAIStreamEncoder("m", False), ex)  # type: ignore[arg-type]
+    assert [m["more_body"] for m in sent] == [True, False]
+    assert b"[EMAIL_1] now" in sent[1]["body"] and sent[1]["body"].endswith(b"data: [DONE]\n\n")

@@ -10,8 +10,9 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -111,6 +112,12 @@ class DeploymentConfig(_Frozen):
     def id(self) -> str:
         """A stable identifier: ``name`` if given, else ``provider/model`` (made once: every request asks)."""
         return self.name or f"{self.provider}/{self.model}"
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> DeploymentConfig:
+        """A copy (with ``update`` applied) that makes its own ``id``."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("id", None)
+        return copy
 
 
 class RetryConfig(_Frozen):
