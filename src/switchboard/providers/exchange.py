@@ -280,16 +280,15 @@ async def event_batches(
         if batch:
             yield batch
     batch, error = translate_batch(decoder, translator, None)
+    if error is None:
+        try:
+            batch += translator.end_of_body()
+        except SwitchboardError as exc:  # the upstream stopped before it finished
+            error = exc
     if error is not None:
         if batch:
             yield batch
         raise error
-    try:
-        batch += translator.end_of_body()
-    except SwitchboardError:  # the upstream stopped before it finished
-        if batch:
-            yield batch
-        raise
     yield LastBatch(batch)
 
 
