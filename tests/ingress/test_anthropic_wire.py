@@ -10,7 +10,7 @@ import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message as SDKMessage
 from anthropic.types import RawMessageStreamEvent
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
@@ -24,11 +24,13 @@ from switchboard.errors import (
 )
 from switchboard.ingress.anthropic_wire import (
     AnthropicStreamEncoder,
+    _parse_messages,
     parse_messages_request,
     render_error,
     render_message_response,
 )
 from switchboard.schemas.canonical import (
+    ChatRequest,
     ChatResponse,
     Choice,
     ImagePart,
@@ -74,6 +76,76 @@ def assistant(*blocks: Any) -> dict[str, Any]:
 TOOL = {"name": "get_weather", "description": "Weather now", "input_schema": {"type": "object"}}
 TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
 PNG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+
+
+
+# --- the short way --------------------------------------------------------------------------------
+
+_ODD = st.sampled_from([None, True, False, "", "x", 2 ** 63, 2 ** 63 - 1, -1, 0, float("nan"), float("inf"), [], {}])
+
+
+def _mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid values nine times in ten, odd ones otherwise."""
+    return st.integers(0, 9).flatmap(lambda k: _ODD if k == 9 else valid)
+
+
+_TURN = st.fixed_dictionaries(
+    {"role": _mostly(st.sampled_from(["user", "user", "assistant"])), "content": _mostly(st.text(max_size=4))},
+)
+_TURNS = _mostly(st.lists(
+    # One turn in ten is of a shape the short way leaves to the full one.
+    st.integers(0, 29).flatmap(lambda k: [_TURN.map(lambda m: {**m, "name": "n"}), st.just({"role": "user"}),
+                                          st.just({"role": "user", "content": [{"type": "text", "text": "hi"}]})][k]
+                               if k < 3 else _TURN),
+    min_size=1, max_size=2,
+))
+_SHORT_BODIES = st.tuples(
+    st.fixed_dictionaries(
+        {"model": _mostly(st.sampled_from(["m", "claude-fast", ""])), "messages": _TURNS,
+         "max_tokens": _mostly(st.integers(-1, 40) | st.sampled_from([2 ** 63 - 1, 2 ** 63]))},
+        optional={"system": _mostly(st.text(max_size=3) | st.just([{"type": "text", "text": "Be brief."}])),
+                  "temperature": _mostly(st.floats(-0.5, 1.5) | st.integers(-1, 2) | st.sampled_from([0.5, 1.2])
+                                         | st.sampled_from([float("nan"), float("inf"), 1.0, 0.0, -0.0])),
+                  "stream": _mostly(st.booleans()),
+                  "metadata": _mostly(st.fixed_dictionaries({}, optional={"user_id": _mostly(st.text(max_size=3))})
+                                      | st.just({"user_id": "u", "other": 1}))},
+    ),
+    st.sampled_from([{}, {}, {}, {}, {"top_k": 5}, {"stop_sequences": ["END"]}]),
+).map(lambda pair: {**pair[0], **pair[1]})
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_SHORT_BODIES)
+@example({"model": "m", "max_tokens": 5, "messages": [USER], "temperature": float("nan")})
+@example({"model": "m", "max_tokens": 5, "messages": [USER], "system": "", "metadata": {}})
+@example({"model": "m", "max_tokens": 5, "messages": []})
+@example({"model": "m", "max_tokens": 5, "messages": [USER], "metadata": {"user_id": 7}})
+@example({"model": "m", "max_tokens": 5, "messages": [USER], "stream": "yes"})
+@example({"model": "m", "max_tokens": 5, "messages": [USER], "temperature": True})
+def test_common_requests_taking_the_short_way_parse_as_by_the_full_one(body: dict[str, Any]) -> None:
+    """Bodies of the common shape skip most of the parser; any body gives the same request, or the same error,
+    whichever way it goes."""
+
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(body)
+        except (SwitchboardError, OverflowError) as exc:
+            return type(exc).__name__, str(exc), getattr(exc, "param", None)
+
+    assert outcome(parse_messages_request) == outcome(_parse_messages)
+
+
+def test_a_plain_messages_body_takes_the_short_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_way(body: object) -> ChatRequest:
+        raise AssertionError("took the full way")
+
+    monkeypatch.setattr("switchboard.ingress.anthropic_wire._parse_messages", full_way)
+    req = parse_messages_request({"model": "m", "max_tokens": 20, "stream": True, "temperature": 1,
+                                  "system": "Be brief.", "metadata": {"user_id": "u-1"},
+                                  "messages": [USER, {"role": "assistant", "content": "Hello."}, USER]})
+    assert req == ChatRequest(model="m", max_tokens=20, stream=True, temperature=1.0, user="u-1", messages=[
+        Message("system", [TextPart("Be brief.")]), Message("user", [TextPart("Hi")]),
+        Message("assistant", [TextPart("Hello.")]), Message("user", [TextPart("Hi")])])
 
 
 # --- valid requests -------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from switchboard.schemas.canonical import (
     ImagePart,
     Message,
     ResponseFormat,
+    Role,
     StreamEvent,
     StreamFinish,
     StreamStart,
@@ -193,6 +194,67 @@ def _block_type(obj: JSONObject, path: str) -> str:
 
 def parse_messages_request(body: object) -> ChatRequest:
     """Validate a decoded ``POST /v1/messages`` body and build the canonical request."""
+    if type(body) is dict and _SHORT_KEYS.issuperset(body):
+        request = _short_messages(body)
+        if request is not None:
+            return request
+    return _parse_messages(body)
+
+
+# The common shape: text turns, a text system prompt, and a few plain parameters.
+_SHORT_KEYS = frozenset({"model", "max_tokens", "messages", "system", "stream", "temperature", "metadata"})
+_SHORT_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}
+_INT64_MAX = 2**63 - 1
+
+
+def _short_messages(body: dict[str, Any]) -> ChatRequest | None:
+    """The request of a valid body of the common shape, built in one pass; ``None`` for any other body, which
+    then goes the full way (that also finds what is wrong with an invalid one)."""
+    model = body.get("model")
+    max_tokens = body.get("max_tokens")
+    items = body.get("messages")
+    if (type(model) is not str or not model or type(max_tokens) is not int or not 1 <= max_tokens <= _INT64_MAX
+            or type(items) is not list or not items):
+        return None
+    system = body.get("system")
+    if system is None or system == "":
+        messages: list[Message] = []
+    elif type(system) is str:
+        messages = [Message("system", [TextPart(system)])]
+    else:
+        return None
+    for item in items:
+        if type(item) is not dict or len(item) != 2:
+            return None
+        role = item.get("role")
+        content = item.get("content")
+        if type(role) is not str or type(content) is not str or role not in _SHORT_ROLES:
+            return None
+        messages.append(Message(_SHORT_ROLES[role], [TextPart(content)]))
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:
+        return None
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if type(temperature) is not float and type(temperature) is not int:
+            return None
+        temperature = float(temperature)
+        if not 0.0 <= temperature <= 1.0:  # NaN too
+            return None
+    user = None
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if type(metadata) is not dict or not {"user_id"}.issuperset(metadata):
+            return None
+        user = metadata.get("user_id")
+        if user is not None and type(user) is not str:
+            return None
+    return ChatRequest(model=model, messages=messages, max_tokens=max_tokens, temperature=temperature,
+                       stream=bool(stream), user=user)
+
+
+def _parse_messages(body: object) -> ChatRequest:
+    """``parse_messages_request`` the full way: every field, and an error naming the first bad one."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     for key in body:
