@@ -22,6 +22,14 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     ),
     max_leaves=12,
 )
+_odd = st.sampled_from([None, True, False, "", "x", 2**63, 2**63 - 1, -1, 0, float("nan"), float("inf"), [], {}])
+
+
+def mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid values nine times in ten, odd ones (wrong types, edges of ranges, NaN) otherwise."""
+    return st.integers(0, 9).flatmap(lambda k: _odd if k == 9 else valid)
+
+
 _keys = st.sampled_from(["type", "role", "content", "name", "id", "text", "input", "foo"]) | st.text(
     max_size=6
 )

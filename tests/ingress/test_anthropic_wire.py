@@ -47,7 +47,7 @@ from switchboard.schemas.canonical import (
     Usage,
 )
 from tests.ingress.frames import Frame, parse_frames
-from tests.ingress.mutations import json_values, mutated
+from tests.ingress.mutations import json_values, mostly, mutated
 
 USER = {"role": "user", "content": "Hi"}
 DELETE = object()
@@ -81,18 +81,10 @@ PNG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
 
 # --- the short way --------------------------------------------------------------------------------
 
-_ODD = st.sampled_from([None, True, False, "", "x", 2 ** 63, 2 ** 63 - 1, -1, 0, float("nan"), float("inf"), [], {}])
-
-
-def _mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Valid values nine times in ten, odd ones otherwise."""
-    return st.integers(0, 9).flatmap(lambda k: _ODD if k == 9 else valid)
-
-
 _TURN = st.fixed_dictionaries(
-    {"role": _mostly(st.sampled_from(["user", "user", "assistant"])), "content": _mostly(st.text(max_size=4))},
+    {"role": mostly(st.sampled_from(["user", "user", "assistant"])), "content": mostly(st.text(max_size=4))},
 )
-_TURNS = _mostly(st.lists(
+_TURNS = mostly(st.lists(
     # One turn in ten is of a shape the short way leaves to the full one.
     st.integers(0, 29).flatmap(lambda k: [_TURN.map(lambda m: {**m, "name": "n"}), st.just({"role": "user"}),
                                           st.just({"role": "user", "content": [{"type": "text", "text": "hi"}]})][k]
@@ -101,13 +93,13 @@ _TURNS = _mostly(st.lists(
 ))
 _SHORT_BODIES = st.tuples(
     st.fixed_dictionaries(
-        {"model": _mostly(st.sampled_from(["m", "claude-fast", ""])), "messages": _TURNS,
-         "max_tokens": _mostly(st.integers(-1, 40) | st.sampled_from([2 ** 63 - 1, 2 ** 63]))},
-        optional={"system": _mostly(st.text(max_size=3) | st.just([{"type": "text", "text": "Be brief."}])),
-                  "temperature": _mostly(st.floats(-0.5, 1.5) | st.integers(-1, 2) | st.sampled_from([0.5, 1.2])
+        {"model": mostly(st.sampled_from(["m", "claude-fast", ""])), "messages": _TURNS,
+         "max_tokens": mostly(st.integers(-1, 40) | st.sampled_from([2 ** 63 - 1, 2 ** 63]))},
+        optional={"system": mostly(st.text(max_size=3) | st.just([{"type": "text", "text": "Be brief."}])),
+                  "temperature": mostly(st.floats(-0.5, 1.5) | st.integers(-1, 2) | st.sampled_from([0.5, 1.2])
                                          | st.sampled_from([float("nan"), float("inf"), 1.0, 0.0, -0.0])),
-                  "stream": _mostly(st.booleans()),
-                  "metadata": _mostly(st.fixed_dictionaries({}, optional={"user_id": _mostly(st.text(max_size=3))})
+                  "stream": mostly(st.booleans()),
+                  "metadata": mostly(st.fixed_dictionaries({}, optional={"user_id": mostly(st.text(max_size=3))})
                                       | st.just({"user_id": "u", "other": 1}))},
     ),
     st.sampled_from([{}, {}, {}, {}, {"top_k": 5}, {"stop_sequences": ["END"]}]),

@@ -53,7 +53,7 @@ from switchboard.schemas.canonical import (
 )
 from tests.contract.openapi import validate
 from tests.ingress.frames import Frame, parse_frames
-from tests.ingress.mutations import json_values, mutated
+from tests.ingress.mutations import json_values, mostly, mutated
 
 USER = {"role": "user", "content": "Hi"}
 DELETE = object()
@@ -103,21 +103,13 @@ def test_minimal_request_has_canonical_defaults() -> None:
     assert req.tool_choice is None
 
 
-_ODD = st.sampled_from([None, True, False, "", "x", 2 ** 63, 2 ** 63 - 1, -1, 0, float("nan"), float("inf"), [], {}])
-
-
-def _mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Valid values nine times in ten, odd ones otherwise."""
-    return st.integers(0, 9).flatmap(lambda k: _ODD if k == 9 else valid)
-
-
 _LIMIT = st.integers(-1, 40) | st.sampled_from([2 ** 63 - 1, 2 ** 63])
 _EDGES = [float("nan"), float("inf"), 2.0, 0.0, -0.0]
 _MESSAGE = st.fixed_dictionaries(
-    {"role": _mostly(st.sampled_from(["user", "user", "user", "system", "developer", "assistant", "tool"])),
-     "content": _mostly(st.text(max_size=4))},
+    {"role": mostly(st.sampled_from(["user", "user", "user", "system", "developer", "assistant", "tool"])),
+     "content": mostly(st.text(max_size=4))},
 )
-_MESSAGES = _mostly(st.lists(
+_MESSAGES = mostly(st.lists(
     st.integers(0, 9).flatmap(lambda k: [_MESSAGE.map(lambda m: {**m, "name": "n"}), st.just({"role": "user"}),
                                          st.just({"role": "user", "content": [{"type": "text", "text": "hi"}]})][k]
                               if k < 3 else _MESSAGE),
@@ -125,10 +117,10 @@ _MESSAGES = _mostly(st.lists(
 ))
 _SHORT_BODIES = st.tuples(
     st.fixed_dictionaries(
-        {"model": _mostly(st.sampled_from(["m", "gpt-4o", ""])), "messages": _MESSAGES},
-        optional={"max_tokens": _mostly(_LIMIT), "max_completion_tokens": _mostly(_LIMIT),
-                  "temperature": _mostly(st.floats(-0.5, 2.5) | st.integers(-1, 3) | st.sampled_from(_EDGES)),
-                  "stream": _mostly(st.booleans()), "user": _mostly(st.text(max_size=3))},
+        {"model": mostly(st.sampled_from(["m", "gpt-4o", ""])), "messages": _MESSAGES},
+        optional={"max_tokens": mostly(_LIMIT), "max_completion_tokens": mostly(_LIMIT),
+                  "temperature": mostly(st.floats(-0.5, 2.5) | st.integers(-1, 3) | st.sampled_from(_EDGES)),
+                  "stream": mostly(st.booleans()), "user": mostly(st.text(max_size=3))},
     ),
     st.sampled_from([{}, {}, {}, {}, {"n": 2}, {"stream_options": {"include_usage": True}}]),
 ).map(lambda pair: {**pair[0], **pair[1]})

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import orjson
 
 from switchboard.errors import InvalidRequest, SwitchboardError, UnsupportedParameter
+from switchboard.ingress.short import text_turns
 from switchboard.ingress.sse import sse_frame
 from switchboard.schemas.canonical import (
     ChatRequest,
@@ -223,14 +224,8 @@ def _short_messages(body: dict[str, Any]) -> ChatRequest | None:
         messages = [Message("system", [TextPart(system)])]
     else:
         return None
-    for item in items:
-        if type(item) is not dict or len(item) != 2:
-            return None
-        role = item.get("role")
-        content = item.get("content")
-        if type(role) is not str or type(content) is not str or role not in _SHORT_ROLES:
-            return None
-        messages.append(Message(_SHORT_ROLES[role], [TextPart(content)]))
+    if not text_turns(items, _SHORT_ROLES, messages):
+        return None
     stream = body.get("stream")
     if stream is not None and type(stream) is not bool:
         return None

@@ -39,6 +39,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 
 from switchboard.errors import InvalidRequest, SwitchboardError, UnsupportedParameter
+from switchboard.ingress.short import text_turns
 from switchboard.ingress.sse import DONE_FRAME, sse_frame
 from switchboard.schemas.canonical import (
     ChatRequest,
@@ -261,14 +262,8 @@ def _short_chat(body: dict[str, Any]) -> ChatRequest | None:
     if type(model) is not str or not model or type(items) is not list or not items:
         return None
     messages: list[Message] = []
-    for item in items:
-        if type(item) is not dict or len(item) != 2:
-            return None
-        role = item.get("role")
-        content = item.get("content")
-        if type(role) is not str or type(content) is not str or role not in _SHORT_ROLES:
-            return None
-        messages.append(Message(_SHORT_ROLES[role], [TextPart(content)]))
+    if not text_turns(items, _SHORT_ROLES, messages):
+        return None
     legacy = body.get("max_tokens")
     current = body.get("max_completion_tokens")
     for limit in (legacy, current):
