@@ -205,6 +205,7 @@ def parse_messages_request(body: object) -> ChatRequest:
 # The common shape: text turns, a text system prompt, and a few plain parameters.
 _SHORT_KEYS = frozenset({"model", "max_tokens", "messages", "system", "stream", "temperature", "metadata"})
 _SHORT_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}
+_METADATA_KEYS = frozenset({"user_id"})
 _INT64_MAX = 2**63 - 1
 
 
@@ -239,7 +240,7 @@ def _short_messages(body: dict[str, Any]) -> ChatRequest | None:
     user = None
     metadata = body.get("metadata")
     if metadata is not None:
-        if type(metadata) is not dict or not {"user_id"}.issuperset(metadata):
+        if type(metadata) is not dict or not _METADATA_KEYS.issuperset(metadata):
             return None
         user = metadata.get("user_id")
         if user is not None and type(user) is not str:
@@ -298,7 +299,7 @@ def _metadata_user(value: object) -> str | None:
     if value is None:
         return None
     obj = _obj(value, "metadata")
-    _known_keys(obj, frozenset({"user_id"}), "metadata")
+    _known_keys(obj, _METADATA_KEYS, "metadata")
     return _opt(obj, "user_id", _str, "metadata")
 
 
