@@ -69,6 +69,7 @@ class Options:
     one_cpu: bool = False
     relay: bool = False
     forwarder: bool = False
+    callback: bool = False
     passthrough: bool = False
 
 
@@ -99,6 +100,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--forwarder", action="store_true",
                    help="also measure an HTTP-aware forwarder made of protocol callbacks only (httptools both "
                         "ways, no tasks): the floor of a proxy that parses HTTP")
+    p.add_argument("--callback", action="store_true",
+                   help="also measure Switchboard's own per-request work (parsing, routing, translation, records) "
+                        "run in protocol callbacks like the forwarder's: the floor of a gateway without tasks")
     p.add_argument("--passthrough", action="store_true",
                    help="also measure uvicorn + Switchboard's upstream client forwarding bytes unchanged")
     p.add_argument("--one-cpu", action="store_true",
@@ -113,7 +117,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     opts = Options(skip_litellm=a.skip_litellm, modes=(a.only,) if a.only else MODES,
                    concurrency=a.concurrency, delays_ms=a.delays, out_dir=a.out_dir, keep_logs=a.keep_logs,
                    records=not a.no_records, awake=a.awake, one_cpu=a.one_cpu,
-                   relay=a.relay, forwarder=a.forwarder, passthrough=a.passthrough)
+                   relay=a.relay, forwarder=a.forwarder, callback=a.callback,
+                   passthrough=a.passthrough)
     if a.quick:
         opts = replace(opts, quick=True, requests=200, duration_s=0.4, warmup=5, warmup_max_s=2.0,
                        timeout_s=10.0)
@@ -186,11 +191,11 @@ def start_sim(run_dir: Path, plan: CpuPlan, delays: Sequence[int]) -> tuple[Serv
 
 
 def _start_reference(name: str, script: str, note: str, run_dir: Path, plan: CpuPlan, sim_port: int,
-                     delays: Sequence[int]) -> Target:
+                     delays: Sequence[int], args: Sequence[str] = ()) -> Target:
     """A reference server from ``bench/`` in the gateway's place, on the gateway's CPU."""
     port = free_port()
     proc = ServerProcess(name, [sys.executable, str(BENCH_DIR / script), "--port", str(port),
-                                "--upstream-port", str(sim_port)], run_dir, cpus=plan.gateway)
+                                "--upstream-port", str(sim_port), *args], run_dir, cpus=plan.gateway)
     headers = {"authorization": f"Bearer {SIM_KEY}", "content-type": "application/json"}
     took = proc.wait_http_ok(port, "/v1/chat/completions", timeout_s=30, post=_probe_body(delays[0]),
                              headers=headers)
@@ -207,6 +212,13 @@ def start_forwarder(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequenc
     costs without tasks, an ASGI server or an async client."""
     return _start_reference("forwarder", "http_forwarder.py", "parses HTTP both ways in callbacks, forwards",
                             run_dir, plan, sim_port, delays)
+
+
+def start_callback(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
+    """Switchboard's parsing, routing, translation and records called from protocol callbacks: what the gateway's
+    work costs without its tasks, coroutines and ASGI server."""
+    return _start_reference("callback", "callback_gateway.py", "Switchboard's work in callbacks, records on",
+                            run_dir, plan, sim_port, delays, ["--models", ",".join(_model(d) for d in delays)])
 
 
 def start_passthrough(run_dir: Path, plan: CpuPlan, sim_port: int, delays: Sequence[int]) -> Target:
@@ -448,6 +460,10 @@ def run(opts: Options) -> int:
                 fw = start_forwarder(run_dir, plan, direct.port, opts.delays_ms)
                 stack.callback(fw.process.stop)
                 targets.append(fw)
+            if opts.callback:
+                cb = start_callback(run_dir, plan, direct.port, opts.delays_ms)
+                stack.callback(cb.process.stop)
+                targets.append(cb)
             if opts.passthrough:
                 pt = start_passthrough(run_dir, plan, direct.port, opts.delays_ms)
                 stack.callback(pt.process.stop)

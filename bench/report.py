@@ -23,6 +23,7 @@ __all__ = ["Check", "add_deltas", "checks_json", "markdown", "paired_change", "t
 Cell = dict[str, Any]
 
 TARGET_LABELS = {"direct": "direct (sim)", "relay": "byte relay (floor)", "forwarder": "callback HTTP forwarder",
+                 "callback": "Switchboard's work in callbacks",
                  "passthrough": "uvicorn pass-through",
                  "switchboard": "Switchboard",
                  "litellm": "LiteLLM"}

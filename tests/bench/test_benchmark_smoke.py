@@ -26,16 +26,19 @@ def test_gateway_overhead_quick_run(tmp_path: Path) -> None:
 
 
 def test_the_reference_targets_forward_every_request(tmp_path: Path) -> None:
-    """The byte relay, the callback forwarder and the pass-through answer streams and non-streaming requests
-    without an error, one at a time and several at once."""
+    """The byte relay, the callback forwarder, Switchboard's work in callbacks and the pass-through answer streams
+    and non-streaming requests without an error, one at a time and several at once."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gateway_overhead.py"), "--quick", "--skip-litellm",
-         "--relay", "--forwarder", "--passthrough", "--concurrency", "1,4", "--delays", "0",
+         "--relay", "--forwarder", "--callback", "--passthrough", "--concurrency", "1,4", "--delays", "0",
          "--out-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     cells = json.loads((tmp_path / "gateway_overhead.quick.json").read_text())["cells"]
-    assert {c["target"] for c in cells} == {"direct", "relay", "forwarder", "passthrough", "switchboard"}
+    targets = {"direct", "relay", "forwarder", "callback", "passthrough", "switchboard"}
+    assert {c["target"] for c in cells} == targets
     assert all(c["loadgen"]["errors"] == 0 and c["loadgen"]["ok"] > 0 for c in cells)
     assert {c["mode"] for c in cells if c["target"] == "forwarder"} == {"stream", "non-stream"}
+    streams = [c for c in cells if c["mode"] == "stream" and c["target"] in ("callback", "switchboard")]
+    assert streams and all(c["loadgen"]["content_chunks"]["min"] == 20 for c in streams)
