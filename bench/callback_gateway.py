@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httptools
 import orjson
 
+import http_forwarder
 from switchboard.app import create_app
 from switchboard.config.load import load_config
 from switchboard.gateway import RequestContext, new_request_id
@@ -116,14 +116,12 @@ class _Exchange:
         self.gw._finish(self.ctx)
 
 
-class _Upstream(asyncio.Protocol):
-    """The connection to the upstream for one client connection; answers go back in order."""
+class _Upstream(http_forwarder._Upstream):
+    """The connection to the upstream for one client connection; answers go back in order, translated."""
 
     def __init__(self, client: _Client) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.pending: list[bytes] = []
-        self.parser = httptools.HttpResponseParser(self)
+        super().__init__(client)
+        self.client: _Client = client
         self.body: list[bytes] = []
         self.exchange: _Exchange | None = None
         self.decoder = SSEDecoder()
@@ -133,28 +131,9 @@ class _Upstream(asyncio.Protocol):
         self.held = b""
         self.sent_head = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        for data in self.pending:
-            self.transport.write(data)
-        self.pending.clear()
-
-    def send(self, exchange: _Exchange) -> None:
+    def forward(self, exchange: _Exchange) -> None:
         self.exchange = exchange
-        data = exchange.upstream_request()
-        if self.transport is None:
-            self.pending.append(data)
-        else:
-            self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.client.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.close()
+        self.send(exchange.upstream_request())
 
     def on_message_begin(self) -> None:
         self.body = []
@@ -167,6 +146,9 @@ class _Upstream(asyncio.Protocol):
             self.translator = StreamTranslator(ex.deployment.model, provider=ex.deployment.provider,
                                                link=ex.provider._link)
             self.encoder = OpenAIStreamEncoder(ex.deployment.model, ex.request.include_usage)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        pass  # the response's head is the gateway's own
 
     def on_headers_complete(self) -> None:
         if self.parser.get_status_code() != 200:
@@ -233,65 +215,30 @@ class _Upstream(asyncio.Protocol):
             self.client.write(out)
 
 
-class _Client(asyncio.Protocol):
+class _Client(http_forwarder._Client):
     """One client connection: each parsed request goes upstream as it completes."""
 
     def __init__(self, gw: Any, upstream: tuple[str, int]) -> None:
+        super().__init__(upstream)
         self.gw = gw
-        self.upstream_address = upstream
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.upstream: _Upstream | None = None
-        self.headers: dict[str, str] = {}
-        self.body: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.close()
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        self.fields: dict[str, str] = {}
+        self.translating: _Upstream | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        self.fields[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
-        headers, self.headers = self.headers, {}
+        headers, self.fields = self.fields, {}
         body, self.body = b"".join(self.body), []
         try:
             exchange = _Exchange(self.gw, parse_chat_request(orjson.loads(body)), headers)
         except Exception:  # a reference: anything but a plain, valid request ends the connection
             self.close()
             return
-        if self.upstream is None:
-            self.upstream = _Upstream(self)
-            loop = asyncio.get_running_loop()
-            host, port = self.upstream_address
-            upstream = self.upstream
-            connecting = loop.create_task(loop.create_connection(lambda: upstream, host, port))
-            connecting.add_done_callback(self._connected)
-        self.upstream.send(exchange)
-
-    def _connected(self, task: asyncio.Task[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            self.close()
+        if self.translating is None:
+            self.translating = self._connect(_Upstream(self))
+            self.upstream = self.translating
+        self.translating.forward(exchange)
 
 
 async def serve(port: int, upstream_port: int, models: list[str]) -> None:

@@ -15,12 +15,14 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 import httptools
 
 from relay import run, serve_until_stopped
 
 _FORWARDED = (b"authorization", b"content-type", b"accept")
+U = TypeVar("U", bound=asyncio.Protocol)
 
 
 class _Upstream(asyncio.Protocol):
@@ -131,13 +133,16 @@ class _Client(asyncio.Protocol):
             method, self.url, b"".join(self.headers), len(body), body)
         self.headers, self.body = [], []
         if self.upstream is None:
-            self.upstream = _Upstream(self)
-            loop = asyncio.get_running_loop()
-            host, port = self.upstream_address
-            upstream = self.upstream
-            connecting = loop.create_task(loop.create_connection(lambda: upstream, host, port))
-            connecting.add_done_callback(self._connected)
+            self.upstream = self._connect(_Upstream(self))
         self.upstream.send(request)
+
+    def _connect(self, upstream: U) -> U:
+        """Open the upstream connection for ``upstream`` (what is sent before it opens waits in it)."""
+        loop = asyncio.get_running_loop()
+        host, port = self.upstream_address
+        connecting = loop.create_task(loop.create_connection(lambda: upstream, host, port))
+        connecting.add_done_callback(self._connected)
+        return upstream
 
     def _connected(self, task: asyncio.Task[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]) -> None:
         if task.cancelled() or task.exception() is not None:
