@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -48,6 +49,11 @@ from switchboard.server import Lifespan
 from switchboard.telemetry.record import Attempt
 
 SIM_KEY = "sim-key"
+
+
+@functools.cache
+def _target(url: str) -> Any:
+    return _parse_url(url)
 
 
 class _Exchange:
@@ -81,7 +87,7 @@ class _Exchange:
         body = orjson.dumps(build_chat_body(req, dep.model, official=p._official, stream=req.stream))
         opts = CallOptions(self.ctx.request_id, self.gw._forwarding_for(dep, self.ctx.client_headers))
         accept = "text/event-stream" if req.stream else None
-        head, tail = _encode_request("POST", _parse_url(p._chat_url), p._link.headers(opts, accept=accept), body)
+        head, tail = _encode_request("POST", _target(p._chat_url), p._link.headers(opts, accept=accept), body)
         return head + (tail or b"")
 
     def head(self, content_type: bytes, framing: bytes, upstream_id: str | None) -> bytes:
@@ -97,15 +103,14 @@ class _Exchange:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    def answered(self, first_token: bool) -> None:
+    def answered(self) -> None:
         """The upstream's answer (a stream's first content) arrived: the attempt succeeded."""
         elapsed = time.perf_counter() - self.t0
         self.attempt.latency_ms = elapsed * 1000
         self.attempt.outcome = "ok"
         self.breaker.record_success()
         self.stats.observe_outcome(True)
-        if first_token:
-            self.stats.observe_ttft(elapsed)
+        self.stats.observe_ttft(elapsed)
 
     def settle(self, usage: Usage | None) -> None:
         """Usage and cost on the record; the record leaves at the loop's next turn, after the response."""
@@ -171,7 +176,7 @@ class _Upstream(http_forwarder._Upstream):
             return
         resp = parse_chat_response(orjson.loads(b"".join(self.body)), ex.deployment.model,
                                    provider=ex.deployment.provider)
-        ex.answered(first_token=True)
+        ex.answered()
         ex.settle(resp.usage)
         model = resp.model or ex.ctx.record.upstream_model or ex.request.model
         payload = orjson.dumps(render_chat_response(resp, model=model))
@@ -194,7 +199,7 @@ class _Upstream(http_forwarder._Upstream):
                 ex.usage = event.usage
             elif not ex.first_content and isinstance(event, TextDelta):
                 ex.first_content = True
-                ex.answered(first_token=True)
+                ex.answered()
             frames.append(encoder.encode(event))
         if translator.done:
             self.finished = True
