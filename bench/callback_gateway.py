@@ -223,11 +223,12 @@ class _Upstream(http_forwarder._Upstream):
 class _Client(http_forwarder._Client):
     """One client connection: each parsed request goes upstream as it completes."""
 
+    upstream: _Upstream | None  # type: ignore[assignment]  # always this module's translating kind
+
     def __init__(self, gw: Any, upstream: tuple[str, int]) -> None:
         super().__init__(upstream)
         self.gw = gw
         self.fields: dict[str, str] = {}
-        self.translating: _Upstream | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.fields[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -240,10 +241,9 @@ class _Client(http_forwarder._Client):
         except Exception:  # a reference: anything but a plain, valid request ends the connection
             self.close()
             return
-        if self.translating is None:
-            self.translating = self._connect(_Upstream(self))
-            self.upstream = self.translating
-        self.translating.forward(exchange)
+        if self.upstream is None:
+            self.upstream = self._connect(_Upstream(self))
+        self.upstream.forward(exchange)
 
 
 async def serve(port: int, upstream_port: int, models: list[str]) -> None:
