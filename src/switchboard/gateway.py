@@ -36,9 +36,9 @@ from switchboard.policy.limits import Admission, LimiterUnavailable
 from switchboard.providers.base import Provider, create_provider
 from switchboard.providers.http import HttpClient
 from switchboard.routing.bandit import BanditStateError, Feedback, Signal
-from switchboard.routing.eligibility import UNAVAILABLE, BalanceView
+from switchboard.routing.eligibility import UNAVAILABLE, BalanceView, capability_gaps
 from switchboard.routing.features import PROMPT_CHARS, features_of, prompt_text, replay_input
-from switchboard.routing.plan import RequestFeatures, RouteDecision, RoutePlan
+from switchboard.routing.plan import Candidate, RequestFeatures, RouteDecision, RoutePlan
 from switchboard.routing.router import Router
 from switchboard.routing.stages import FeedbackBandit, build_router, warm
 from switchboard.routing.strategies import BALANCERS
@@ -169,6 +169,11 @@ class Gateway:
         self._live_models = {name for name, m in config.models.items()
                              if m.balance in ("least_inflight", "latency")
                              or any(d.rpm is not None or d.tpm is not None for d in m.deployments)}
+        # Models with one deployment, balanced by weight and with no limits to watch: their plan is that deployment
+        # whenever it can serve the request, the same candidate every time (see _select).
+        self._sole = {name: Candidate(m.deployments[0], 1.0, f"weight {m.deployments[0].weight:g}")
+                      for name, m in config.models.items()
+                      if len(m.deployments) == 1 and m.balance == "weighted" and name not in self._live_models}
         self._records = records
         self._policies = {name: _policy(name, model, config) for name, model in config.models.items()}
         breaker_settings: dict[str, BreakerSettings] = {}
@@ -423,9 +428,13 @@ class Gateway:
         return Route(plan, policy, plan_for, deadline)
 
     def _select(self, features: RequestFeatures, model: ModelConfig) -> RoutePlan:
+        public = features.public_model
+        sole = self._sole.get(public)
+        if sole is not None and self.breakers.available(sole.deployment.id) \
+                and not capability_gaps(features, sole.deployment):
+            return RoutePlan(public, "weighted", [sole])  # what weighting one eligible deployment gives
         deps = model.deployments
         draws = [self._rng.random() for _ in deps] if len(deps) > 1 else [1.0]
-        public = features.public_model
         turn = self._turns.get(public, 0)
         if model.balance == "round_robin":
             self._turns[public] = turn + 1

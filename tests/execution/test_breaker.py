@@ -319,7 +319,7 @@ def test_board_unavailable_lists_exactly_the_blocked_deployments() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["ok", "fail", "release", "allow", "cool"]),
                           st.floats(min_value=0, max_value=40)), max_size=60))
-def test_board_unavailable_agrees_with_every_breaker(events: list[tuple[str, float]]) -> None:
+def test_board_availability_agrees_with_every_breaker(events: list[tuple[str, float]]) -> None:
     clock = FakeClock()
     board = BreakerBoard(BreakerSettings(window=10.0, min_requests=2, cooldown=3.0, max_cooldown=12.0), clock)
     for i, (event, step) in enumerate(events):
@@ -336,6 +336,7 @@ def test_board_unavailable_agrees_with_every_breaker(events: list[tuple[str, flo
         else:
             breaker.cool_down(step)
         expected = {dep: at for dep in "abc" if (at := board.get(dep).available_at()) is not None}
+        assert [board.available(dep) for dep in "abc"] == [dep not in expected for dep in "abc"]
         assert board.unavailable() == expected
 
 

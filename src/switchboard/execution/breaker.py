@@ -319,6 +319,10 @@ class BreakerBoard:
             self._breakers[deployment_id] = breaker
         return breaker
 
+    def available(self, deployment_id: str) -> bool:
+        """Whether the deployment may take traffic now (it is not among :meth:`unavailable`'s)."""
+        return deployment_id not in self._suspect or deployment_id not in self.unavailable()
+
     def unavailable(self) -> dict[str, float]:
         """Deployment id → ``available_at`` for each deployment that may not take traffic now
         (open and not yet half-open, or cooling down)."""
