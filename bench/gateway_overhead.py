@@ -28,6 +28,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -349,6 +350,18 @@ def git_revision() -> str:
     return out.stdout.strip()
 
 
+def interpreter_build() -> str:
+    """Which CPython runs the servers and how it is linked: the build moves CPU per request by about a tenth
+    (docs/benchmarks.md, "The interpreter's build"), so runs on different builds do not compare."""
+    with open("/proc/self/maps") as maps:
+        shared = any("libpython" in line for line in maps)
+    configured = sysconfig.get_config_var("CONFIG_ARGS") or ""
+    flags = [f for f in ("--enable-optimizations", "--with-lto") if f in configured]
+    return (f"{platform.python_implementation()} {platform.python_version()}, {os.path.realpath(sys.executable)}, "
+            + ("libpython loaded as a shared library" if shared else "libpython linked into the executable")
+            + (f", configured {' '.join(flags)}" if flags else ""))
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -388,6 +401,7 @@ def _meta(opts: Options, plan: CpuPlan, targets: list[Target], litellm_version: 
                                                     for t in targets if t.idle_cpu_pct is not None),
         "versions": f"switchboard {sb_version} @ {git_revision()}, Python {platform.python_version()}"
                     + (f", litellm[proxy] {litellm_version}" if litellm_version else ""),
+        "interpreter": interpreter_build(),
         "Switchboard logging": logging.get("switchboard", "—"),
         "LiteLLM logging": logging.get("litellm", "not measured") if litellm_version else "not measured",
         "load generator": f"asyncio{' + uvloop' if lg_uvloop else ''}, httptools, HTTP/1.1 keep-alive, "
