@@ -121,6 +121,25 @@ async def test_streamed_body_is_chunked(server: Running) -> None:
     await writer.wait_closed()
 
 
+async def test_head_requests_get_the_head_and_never_a_body(server: Running) -> None:
+    """A HEAD response carries the length the body would have (or its chunked framing), and no byte of it: the
+    next response on the connection starts right after the head."""
+    reader, writer = await server.connect()
+    writer.write(b"HEAD /a HTTP/1.1\r\nhost: x\r\n\r\n"
+                 b"HEAD /stream HTTP/1.1\r\nhost: x\r\n\r\n"
+                 b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"  # "HEAD /a 0"
+    assert await reader.readuntil(b"\r\n\r\n") == (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                                                   b"transfer-encoding: chunked\r\n\r\n")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"GET /b 0")
+    writer.write(b"HEAD /boom HTTP/1.1\r\nhost: x\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500") and b"content-length: 21\r\n" in head
+    assert await reader.read() == b""  # closed, with no body
+    writer.close()
+    await writer.wait_closed()
+
+
 async def test_header_lines_from_the_app_follow_its_headers(server: Running) -> None:
     reader, writer = await server.connect()
     writer.write(b"GET /lines HTTP/1.1\r\nhost: x\r\n\r\n")

@@ -27,6 +27,7 @@ from switchboard.dashboard import Dashboard
 from switchboard.errors import (
     InternalError,
     InvalidRequest,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     SwitchboardError,
@@ -98,7 +99,10 @@ class SwitchboardApp:
             ("GET", "/health/live"): self._live,
             ("GET", "/health/ready"): self._ready,
         }
-        self._paths = {path for _, path in self._routes}
+        methods: dict[str, set[str]] = {}
+        for method, path in self._routes:
+            methods.setdefault(path, set()).update((method, "HEAD") if method == "GET" else (method,))
+        self._allow = {path: tuple(sorted(m)) for path, m in methods.items()}  # a 405's Allow header
         self._authenticate = gateway.governor.authenticator is not None
         self.dashboard = Dashboard(config, gateway.breakers, records)
         self.admin = AdminAPI(config, gateway.governor, records)
@@ -186,17 +190,22 @@ class SwitchboardApp:
                 governor = self.gateway.governor
                 key = governor.known_key(headers)
                 ex.key = key if key is not None else await governor.authenticate(headers)
-            handler = self._routes.get((scope["method"], path))
-            if handler is None:
-                handler = self._model_by_id if path.startswith(("/v1/models/", "/models/")) else None
+            # HEAD is answered as GET; the server sends the head of that response without its body.
+            method: str = scope["method"]
+            handler = self._routes.get((_as_get(method), path))
+            if handler is None and path.startswith(("/v1/models/", "/models/")):
+                if method != "GET" and method != "HEAD":
+                    raise MethodNotAllowed(f"Method {method} is not allowed on {path}.", allow=("GET", "HEAD"))
+                handler = self._model_by_id
             if handler is None and (path == "/dashboard" or path.startswith("/dashboard/")):
                 handler = self._dashboard
             if handler is None and path.startswith("/admin/"):
                 handler = self._admin
             if handler is None:
-                if path in self._paths:
-                    raise _MethodNotAllowed(f"Method {scope['method']} is not allowed on {path}.")
-                raise NotFound(f"Unknown endpoint: {scope['method']} {path}")
+                allow = self._allow.get(path)
+                if allow is not None:
+                    raise MethodNotAllowed(f"Method {method} is not allowed on {path}.", allow=allow)
+                raise NotFound(f"Unknown endpoint: {method} {path}")
             await handler(scope, receive, send, ex)
         except SwitchboardError as exc:
             await self._send_error(send, ex, exc)
@@ -296,7 +305,7 @@ class SwitchboardApp:
 
     async def _dashboard(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
-        resp = await self.dashboard.handle(scope["method"], scope["path"], query, ex.headers)
+        resp = await self.dashboard.handle(_as_get(scope["method"]), scope["path"], query, ex.headers)
         ex.started = True
         headers = [*resp.headers, (b"content-length", str(len(resp.body)).encode())]
         await send({"type": "http.response.start", "status": resp.status, "headers": ex.with_id(headers)})
@@ -305,7 +314,7 @@ class SwitchboardApp:
     async def _admin(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         body = await self._raw_body(scope, receive, ex)
         query = scope.get("query_string", b"").decode("latin-1")
-        status, payload = await self.admin.handle(scope["method"], scope["path"], query, ex.headers, body,
+        status, payload = await self.admin.handle(_as_get(scope["method"]), scope["path"], query, ex.headers, body,
                                                   ex.request_id)
         await self._send(send, ex, status, orjson.dumps(payload), [(b"cache-control", b"no-store")])
 
@@ -495,14 +504,9 @@ class SwitchboardApp:
         if exc.retry_after is not None:
             headers.append((b"retry-after", str(math.ceil(exc.retry_after)).encode()))
             headers.append((b"retry-after-ms", str(int(exc.retry_after * 1000)).encode()))
-        if isinstance(exc, _MethodNotAllowed):
-            headers.append((b"allow", b"GET, POST"))
+        if isinstance(exc, MethodNotAllowed):
+            headers.append((b"allow", ", ".join(exc.allow).encode("ascii")))
         await self._send(send, ex, exc.status, orjson.dumps(payload), headers)
-
-
-class _MethodNotAllowed(InvalidRequest):
-    status = 405
-    default_code = "method_not_allowed"
 
 
 class _Exchange:
@@ -616,6 +620,11 @@ def _attempt_log(rec: RequestRecord) -> bytes:
 
 
 _STARTED = int(time.time())
+def _as_get(method: str) -> str:
+    """The method a handler serves a request as: HEAD as GET (the server drops the body)."""
+    return "GET" if method == "HEAD" else method
+
+
 def _dry_run(ex: _Exchange) -> bool:
     value = ex.headers.get("x-switchboard-dry-run")
     if value is None:

@@ -11,7 +11,8 @@ dialect. Nothing else builds error JSON.
      ├── InvalidRequest                 400 invalid_request_error
      │    ├── UnsupportedParameter      400 invalid_request_error   code=unsupported_parameter
      │    ├── ContextLengthExceeded     400 invalid_request_error   code=context_length_exceeded
-     │    └── ContentPolicyViolation    400 invalid_request_error   code=content_policy_violation
+     │    ├── ContentPolicyViolation    400 invalid_request_error   code=content_policy_violation
+     │    └── MethodNotAllowed          405 invalid_request_error   code=method_not_allowed, carries allow
      ├── AuthenticationFailed           401 authentication_error
      ├── PermissionDenied               403 permission_error
      ├── NotFound                       404 not_found_error
@@ -34,12 +35,15 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AuthenticationFailed",
     "ContentPolicyViolation",
     "ContextLengthExceeded",
     "InternalError",
     "InvalidRequest",
+    "MethodNotAllowed",
     "ModelNotFound",
     "NoHealthyDeployment",
     "NotFound",
@@ -117,6 +121,18 @@ class ContentPolicyViolation(InvalidRequest):
     """The upstream refused the request under its content policy."""
 
     default_code = "content_policy_violation"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """The endpoint exists but not for this HTTP method; ``allow`` names the methods it takes (the
+    response's ``Allow`` header)."""
+
+    status = 405
+    default_code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: Sequence[str]) -> None:
+        super().__init__(message)
+        self.allow = tuple(allow)
 
 
 class AuthenticationFailed(SwitchboardError):

@@ -4,7 +4,8 @@ It serves one ASGI application (the gateway's) with what that application needs 
 keep-alive, pipelined requests answered in order, Content-Length and chunked request bodies, responses
 whose head and first body chunk leave in one write, chunked streaming with write back-pressure,
 client disconnects reported to the app at once, idle keep-alive timeouts, header-size limits,
-``Expect: 100-continue``, the lifespan protocol, and graceful shutdown (stop accepting, let in-flight
+``Expect: 100-continue``, HEAD requests answered with the head of the app's response and never its body, the
+lifespan protocol, and graceful shutdown (stop accepting, let in-flight
 requests finish up to a deadline, close idle connections).
 
 It offers the application two extensions (in ``scope["extensions"]``, as ASGI provides for):
@@ -83,15 +84,17 @@ class _Cycle:
         "_on_disconnect",
         "chunked",
         "complete",
+        "head_only",
         "keep_alive",
         "started",
         "status",
     )
 
-    def __init__(self, conn: HttpProtocol, body: bytes, keep_alive: bool) -> None:
+    def __init__(self, conn: HttpProtocol, body: bytes, keep_alive: bool, head_only: bool = False) -> None:
         self._conn = conn
         self._body: bytes | None = body
         self.keep_alive = keep_alive
+        self.head_only = head_only  # a HEAD request: the response's head leaves, its body never does
         self.started = False
         self.complete = False
         self.chunked = False
@@ -166,7 +169,9 @@ class _Cycle:
             elif self.chunked:
                 head += b"transfer-encoding: chunked\r\n"
             head += b"\r\n"
-        if self.chunked:
+        if self.head_only:
+            data = head
+        elif self.chunked:
             data = head + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + (b"" if more else b"0\r\n\r\n")
         else:
             data = head + body
@@ -314,7 +319,7 @@ class HttpProtocol(asyncio.Protocol):
             body = body[: self.state.max_body + 1]
             req.keep_alive = False
         raw_path, _, query = req.url.partition(b"?")
-        cycle = _Cycle(self, body, req.keep_alive)
+        cycle = _Cycle(self, body, req.keep_alive, req.method == b"HEAD")
         scope: Scope = {
             "type": "http", "asgi": _ASGI, "http_version": "1.1", "method": req.method.decode("ascii"),
             "scheme": "http", "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
@@ -342,7 +347,7 @@ class HttpProtocol(asyncio.Protocol):
                 if not self.closed:
                     if not cycle.started:
                         self.transport.write(_status_line(500) + b"content-length: 21\r\nconnection: close\r\n\r\n"
-                                             b"Internal Server Error")
+                                             + (b"" if cycle.head_only else b"Internal Server Error"))
                     self.transport.close()
             self.state.request_finished()
 

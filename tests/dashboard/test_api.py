@@ -181,8 +181,10 @@ async def test_dashboard_requests_are_not_api_traffic(app: SwitchboardApp) -> No
 
 
 async def test_only_get(app: SwitchboardApp) -> None:
-    status, _, _ = await call(app, "/dashboard/api/summary", method="POST")
-    assert status == 405
+    status, headers, _ = await call(app, "/dashboard/api/summary", method="POST")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+    status, headers, _ = await call(app, "/dashboard/api/summary", method="HEAD")  # served as GET; the server
+    assert status == 200 and headers["content-type"].startswith("application/json")  # drops the body
 
 
 # -- the figures ------------------------------------------------------------------------------------

@@ -96,6 +96,42 @@ def test_unknown_endpoint_and_method(gateway: GatewayThread) -> None:
     assert_openai_error(*post(gateway, "/v1/chat/completions", b"", method="GET"), 405)
 
 
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("GET", "/v1/chat/completions", "POST"),
+    ("PUT", "/v1/messages", "POST"),
+    ("POST", "/v1/models", "GET, HEAD"),
+    ("DELETE", "/v1/models/sim-gpt-small", "GET, HEAD"),
+    ("POST", "/health/ready", "GET, HEAD"),
+])
+def test_a_wrong_method_is_told_the_methods_the_endpoint_takes(gateway: GatewayThread, method: str, path: str,
+                                                               allow: str) -> None:
+    status, headers, body = post(gateway, path, b"{}", method=method)
+    check = assert_anthropic_error if path == "/v1/messages" else assert_openai_error
+    check(status, headers, body, 405)
+    assert headers["allow"] == allow
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/v1/models", "/v1/models/sim-gpt-small"])
+def test_head_is_answered_as_get_without_a_body(gateway: GatewayThread, path: str) -> None:
+    """Load balancers and uptime checks send HEAD; the answer is GET's head, and the connection stays usable."""
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    try:
+        conn.request("GET", path)
+        got = conn.getresponse()
+        body = got.read()
+        conn.request("HEAD", path)
+        head = conn.getresponse()
+        assert head.status == got.status == 200
+        assert head.read() == b""
+        assert head.getheader("content-length") == str(len(body))
+        assert head.getheader("content-type") == got.getheader("content-type")
+        conn.request("GET", path)  # the same connection: nothing of a body was left on it
+        again = conn.getresponse()
+        assert again.status == 200 and again.read() == body
+    finally:
+        conn.close()
+
+
 def test_embedding_model_on_chat_endpoint(oai: openai.OpenAI, fleet: Fleet) -> None:
     emb = next(m.name for m in fleet.models if m.kind == "embedding")
     with pytest.raises(openai.BadRequestError):

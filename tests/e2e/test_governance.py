@@ -266,6 +266,14 @@ def test_revocation_and_rotation_take_effect_at_once(gw: GatewayThread) -> None:
     assert "revoked" in err.value.message
 
 
+def test_a_wrong_method_on_the_admin_api_is_told_the_methods_it_takes(gw: GatewayThread) -> None:
+    status, body, headers = admin(gw, "DELETE", "/admin/keys")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    assert headers["allow"] == "GET, HEAD, POST"
+    status, _, headers = admin(gw, "GET", "/admin/erase")
+    assert status == 405 and headers["allow"] == "POST"
+
+
 # -- the admin API's own authorisation -------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from switchboard.config.model import Config
-from switchboard.errors import AuthenticationFailed, InvalidRequest, NotFound
+from switchboard.errors import AuthenticationFailed, InvalidRequest, MethodNotAllowed, NotFound
 from switchboard.execution.breaker import BreakerBoard
 from switchboard.storage.records import RecordQuery
 from switchboard.telemetry.analytics import GROUPINGS, Group, analyze, csv_of
@@ -62,11 +62,6 @@ _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _NICE_BUCKETS = (10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
-
-
-class MethodNotAllowed(InvalidRequest):
-    status = 405
-    default_code = "method_not_allowed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +134,8 @@ class Dashboard:
         if self._key is None:
             raise NotFound(f"Unknown endpoint: {method} {path}")
         if method != "GET":
-            raise MethodNotAllowed(f"Method {method} is not allowed on {path}; the dashboard is read-only.")
+            raise MethodNotAllowed(f"Method {method} is not allowed on {path}; the dashboard is read-only.",
+                                   allow=("GET", "HEAD"))
         if path.startswith("/dashboard/api/"):
             self._authorize(headers, self._key)
             params = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}

@@ -39,6 +39,7 @@ from switchboard.config.model import Config
 from switchboard.errors import (
     AuthenticationFailed,
     InvalidRequest,
+    MethodNotAllowed,
     NoHealthyDeployment,
     NotFound,
     PermissionDenied,
@@ -128,9 +129,12 @@ class AdminAPI:
         shape = "/".join("*" if i == 1 and parts[0] == "keys" else p for i, p in enumerate(parts))
         handler = table.get((method, shape))
         if handler is None:
-            if any(s == shape for _, s in table):
-                raise InvalidRequest(f"Method {method} is not allowed on /admin/{'/'.join(parts)}.",
-                                     code="method_not_allowed")
+            allow = {m for m, s in table if s == shape}
+            if allow:
+                if "GET" in allow:
+                    allow.add("HEAD")
+                raise MethodNotAllowed(f"Method {method} is not allowed on /admin/{'/'.join(parts)}.",
+                                       allow=sorted(allow))
             raise NotFound(f"Unknown endpoint: {method} /admin/{'/'.join(parts)}")
         return handler
 
