@@ -192,7 +192,7 @@ class SwitchboardApp:
                 ex.key = key if key is not None else await governor.authenticate(headers)
             # HEAD is answered as GET; the server sends the head of that response without its body.
             method: str = scope["method"]
-            handler = self._routes.get((_as_get(method), path))
+            handler = self._routes.get(("GET" if method == "HEAD" else method, path))
             if handler is None and path.startswith(("/v1/models/", "/models/")):
                 if method != "GET" and method != "HEAD":
                     raise MethodNotAllowed(f"Method {method} is not allowed on {path}.", allow=("GET", "HEAD"))
