@@ -140,6 +140,43 @@ async def test_head_requests_get_the_head_and_never_a_body(server: Running) -> N
     await writer.wait_closed()
 
 
+async def test_a_target_in_absolute_form_is_served_by_its_path(server: Running) -> None:
+    reader, writer = await server.connect()
+    writer.write(b"GET http://127.0.0.1/b?x=1 HTTP/1.1\r\nhost: x\r\n\r\n"
+                 b"GET HTTPS://example.com HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"GET /b 0")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"GET / 0")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_the_app_may_word_the_refusals_the_server_makes_before_it() -> None:
+    seen: list[tuple[int, str, bytes]] = []
+
+    def rejection(status: int, message: str, path: bytes) -> tuple[bytes, bytes]:
+        seen.append((status, message, path))
+        return b"content-type: application/json\r\nx-request-id: r1\r\n", b'{"refused":true}'
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.setblocking(False)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(echo_app, sock=sock, max_body=1000, drain_timeout=5, on_ready=ready.set,
+                                     stop=stop, rejection=rejection))
+    await ready.wait()
+    reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    writer.write(b"POST http://h/v1/messages?beta=true HTTP/1.1\r\nhost: x\r\ncontent-length: x\r\n\r\n")
+    assert await reader.read() == (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                   b"x-request-id: r1\r\ncontent-length: 16\r\nconnection: close\r\n\r\n"
+                                   b'{"refused":true}')
+    assert seen == [(400, "The request is not valid HTTP/1.1.", b"/v1/messages")]
+    writer.close()
+    stop.set()
+    await task
+    sock.close()
+
+
 async def test_header_lines_from_the_app_follow_its_headers(server: Running) -> None:
     reader, writer = await server.connect()
     writer.write(b"GET /lines HTTP/1.1\r\nhost: x\r\n\r\n")

@@ -108,6 +108,14 @@ class SwitchboardApp:
         self.admin = AdminAPI(config, gateway.governor, records)
         self._retention: asyncio.Task[None] | None = None
 
+    def render_rejection(self, status: int, message: str, path: bytes) -> tuple[bytes, bytes]:
+        """The answer to a request the server refused before the app saw it (see ``server.Rejection``): an
+        error in the dialect its path implies, with a request id of its own."""
+        render = anthropic_wire.render_error if path.startswith(b"/v1/messages") else openai_wire.render_error
+        lines = b"content-type: application/json\r\nx-should-retry: false\r\nx-request-id: %s\r\n" % (
+            new_request_id().encode())
+        return lines, orjson.dumps(render(InvalidRequest(message)))
+
     def start_draining(self) -> None:
         """Shutdown has begun: readiness answers 503 from now on, so load balancers stop sending."""
         self.draining = True

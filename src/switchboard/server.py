@@ -35,13 +35,17 @@ from urllib.parse import unquote
 
 import httptools
 
-__all__ = ["HttpProtocol", "Lifespan", "serve"]
+__all__ = ["HttpProtocol", "Lifespan", "Rejection", "serve"]
 
 log = logging.getLogger("switchboard.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+#: How a request refused before the app sees it (malformed HTTP, headers too large) is answered: given the
+#: status, what was wrong and the request's path as far as it was read, the header lines (``b"name: value\r\n"``
+#: each, without ``content-length``) and the body.
+Rejection = Callable[[int, str, bytes], tuple[bytes, bytes]]
 
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_PIPELINED = 8
@@ -56,6 +60,21 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method No
 
 def _status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))
+
+
+def _plain(status: int, message: str, path: bytes) -> tuple[bytes, bytes]:
+    """The server's own words for a refused request, when the app offers none."""
+    return b"content-type: text/plain\r\n", message.encode()
+
+
+def _origin_form(path: bytes) -> bytes:
+    """A request target's path: as it is in origin form (``/v1/models``); without scheme and authority in
+    absolute form (``http://host:8080/v1/models``), which servers must accept (RFC 9112, 3.2.2)."""
+    scheme, sep, rest = path.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return path
+    slash = rest.find(b"/")
+    return rest[slash:] if slash >= 0 else b"/"
 
 
 class _Request:
@@ -220,13 +239,13 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(400, b"upgrades are not supported")
+            self._reject(400, "Protocol upgrades are not supported.")
         except httptools.HttpParserError:
             # httptools wraps exceptions raised in callbacks, so the header limit shows up here too.
             if self._header_bytes > _MAX_HEADER_BYTES:
-                self._reject(431, b"request headers too large")
+                self._reject(431, f"The request's headers exceed {_MAX_HEADER_BYTES // 1024} KiB.")
             else:
-                self._reject(400, b"malformed HTTP request")
+                self._reject(400, "The request is not valid HTTP/1.1.")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -319,6 +338,8 @@ class HttpProtocol(asyncio.Protocol):
             body = body[: self.state.max_body + 1]
             req.keep_alive = False
         raw_path, _, query = req.url.partition(b"?")
+        if raw_path[:1] != b"/":
+            raw_path = _origin_form(raw_path)
         cycle = _Cycle(self, body, req.keep_alive, req.method == b"HEAD")
         scope: Scope = {
             "type": "http", "asgi": _ASGI, "http_version": "1.1", "method": req.method.decode("ascii"),
@@ -378,12 +399,14 @@ class HttpProtocol(asyncio.Protocol):
         if self._cycle is None and not self._pending and not self.closed:
             self.transport.close()
 
-    def _reject(self, status: int, message: bytes) -> None:
+    def _reject(self, status: int, message: str) -> None:
         if self.closed:
             return
         if self._cycle is None or not self._cycle.started:
-            self.transport.write(_status_line(status) + b"content-type: text/plain\r\ncontent-length: %d\r\n"
-                                 b"connection: close\r\n\r\n%s" % (len(message), message))
+            path = b"" if self._current is None else _origin_form(self._current.url.partition(b"?")[0])
+            lines, body = self.state.rejection(status, message, path)
+            self.transport.write(_status_line(status) + lines + b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                                 % (len(body), body))
         self.transport.close()
 
 
@@ -394,8 +417,10 @@ class _HeadersTooLarge(Exception):
 class _ServerState:
     """What the connections of one server share: limits, the in-flight count, shutdown."""
 
-    def __init__(self, max_body: int, keep_alive: float, read_timeout: float = 30.0) -> None:
+    def __init__(self, max_body: int, keep_alive: float, read_timeout: float = 30.0,
+                 rejection: Rejection = _plain) -> None:
         self.max_body = max_body
+        self.rejection = rejection
         self.keep_alive = keep_alive
         self.read_timeout = read_timeout
         self.connections: set[HttpProtocol] = set()
@@ -449,15 +474,17 @@ class Lifespan:
 
 async def serve(app: ASGIApp, *, sock: socket.socket, max_body: int, drain_timeout: float,
                 keep_alive: float = 5.0, on_ready: Callable[[], None] | None = None,
-                on_stop: Callable[[], None] | None = None, stop: asyncio.Event | None = None) -> None:
+                on_stop: Callable[[], None] | None = None, stop: asyncio.Event | None = None,
+                rejection: Rejection = _plain) -> None:
     """Serve ``app`` on the listening socket ``sock`` until ``stop`` is set (by default: SIGTERM or
     SIGINT), then shut down gracefully: call ``on_stop`` (the app turns its readiness off), refuse new
     connections, close idle ones, let in-flight requests finish for up to ``drain_timeout`` seconds,
-    run the app's lifespan shutdown."""
+    run the app's lifespan shutdown. ``rejection`` words the answer to a request refused before the app
+    sees it (plain text by default)."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app)
     await lifespan.startup()
-    state = _ServerState(max_body, keep_alive)
+    state = _ServerState(max_body, keep_alive, rejection=rejection)
     server = await loop.create_server(lambda: HttpProtocol(app, state), sock=sock, backlog=2048)
     signals = stop is None
     stop = stop or asyncio.Event()

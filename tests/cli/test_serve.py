@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -74,6 +75,20 @@ class Served:
                 self.proc.stderr.close()
 
 
+def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is and read the answer up to the server's close: status, headers, body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+    assert int(headers["content-length"]) == len(body)
+    return int(lines[0].split()[1]), headers, body
+
+
 @pytest.fixture
 def sim() -> Iterator[SimThread]:
     s = SimThread(DEFAULT_FLEET)
@@ -90,6 +105,16 @@ def test_serve_with_no_configuration_runs_the_simulated_fleet(tmp_path: Path) ->
         resp = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
         assert resp.choices[0].message.content
         client.close()
+        # Requests the HTTP server refuses before the app sees them are still answered in the client's dialect.
+        status, headers, body = raw_exchange(served.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                                                          b"content-length: nope\r\n\r\n")
+        assert status == 400 and headers["x-request-id"].startswith("req_")
+        assert json.loads(body)["error"]["type"] == "invalid_request_error"
+        status, headers, body = raw_exchange(served.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-big: "
+                                                          + b"a" * 70_000 + b"\r\n\r\n")
+        assert status == 431 and headers["x-request-id"].startswith("req_")
+        assert json.loads(body) == {"type": "error", "error": {"type": "invalid_request_error",
+                                                              "message": "The request's headers exceed 64 KiB."}}
     finally:
         assert served.stop() == 0
     assert (tmp_path / "switchboard.db").exists()

@@ -113,7 +113,7 @@ class GatewayThread:
             listening = asyncio.Event()
             server = asyncio.ensure_future(serve(
                 self.app, sock=self._sock, max_body=self.app.config.server.max_body_bytes, drain_timeout=5,
-                on_ready=listening.set, stop=self._stop))
+                on_ready=listening.set, stop=self._stop, rejection=self.app.render_rejection))
             up = asyncio.ensure_future(listening.wait())
             await asyncio.wait([server, up], return_when=asyncio.FIRST_COMPLETED)
             up.cancel()
