@@ -189,7 +189,7 @@ class SwitchboardApp:
         if rid is None or not _REQUEST_ID_OK.fullmatch(rid):
             rid = new_request_id()
         path: str = scope["path"]
-        ex = _Exchange(rid, headers, "anthropic" if path.startswith("/v1/messages") else "openai", scope)
+        ex = _Exchange(rid, headers, _dialect(path, headers), scope)
         endpoint = _API_ENDPOINTS.get(path)
         if endpoint is not None:
             self.metrics.request_started(endpoint)
@@ -278,7 +278,7 @@ class SwitchboardApp:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         names = [(n, t) for n, t in self.gateway.model_names() if ex.key is None or ex.key.allows_model(n)]
-        if "anthropic-version" in ex.headers:
+        if ex.dialect == "anthropic":
             payload = _anthropic_models([n for n, _ in names])
         else:
             payload = openai_wire.render_models([(n, "switchboard") for n, _ in names], created=_STARTED)
@@ -289,7 +289,11 @@ class SwitchboardApp:
         self.gateway.governor.check_model(ex.key, name)
         if name not in self.gateway.routers:
             self.gateway.lookup(name, None)
-        payload = {"id": name, "object": "model", "created": _STARTED, "owned_by": "switchboard"}
+        payload: dict[str, Any]
+        if ex.dialect == "anthropic":
+            payload = _anthropic_model(name)
+        else:
+            payload = {"id": name, "object": "model", "created": _STARTED, "owned_by": "switchboard"}
         await self._send(send, ex, 200, orjson.dumps(payload), [])
 
     async def _explain(self, send: Send, ex: _Exchange, ctx: RequestContext, req: ChatRequest) -> None:
@@ -657,9 +661,23 @@ _API_ENDPOINTS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "
                   "/v1/embeddings": "embeddings", "/embeddings": "embeddings"}
 
 
-def _anthropic_models(names: list[str]) -> dict[str, Any]:
+def _dialect(path: str, headers: dict[str, str]) -> str:
+    """Whose shapes a request gets: Anthropic's on the Messages API, and on the model list and model lookups
+    when the client says it speaks Anthropic's API (the Anthropic SDKs send ``anthropic-version``)."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if "anthropic-version" in headers and path.startswith(("/v1/models", "/models")):
+        return "anthropic"
+    return "openai"
+
+
+def _anthropic_model(name: str) -> dict[str, Any]:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(_STARTED))
-    data = [{"type": "model", "id": n, "display_name": n, "created_at": created} for n in names]
+    return {"type": "model", "id": name, "display_name": name, "created_at": created}
+
+
+def _anthropic_models(names: list[str]) -> dict[str, Any]:
+    data = [_anthropic_model(n) for n in names]
     return {"data": data, "has_more": False, "first_id": names[0] if names else None,
             "last_id": names[-1] if names else None}
 

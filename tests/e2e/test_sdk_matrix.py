@@ -265,6 +265,18 @@ def test_models_list_anthropic(ant: anthropic.Anthropic, fleet: Fleet) -> None:
     assert {m.name for m in fleet.models} <= ids
 
 
+def test_model_lookup_in_both_dialects(oai: openai.OpenAI, ant: anthropic.Anthropic, fleet: Fleet) -> None:
+    name = fleet.models[0].name
+    raw = oai.models.with_raw_response.retrieve(name)
+    validate("Model", json.loads(raw.content))
+    info = ant.models.retrieve(name)
+    assert (info.type, info.id, info.display_name) == ("model", name, name) and info.created_at is not None
+    with pytest.raises(anthropic.NotFoundError) as err:  # in Anthropic's error shape, which the SDK reads
+        ant.models.retrieve("no-such-model")
+    assert isinstance(err.value.body, dict) and err.value.body["type"] == "error"
+    assert err.value.body["error"]["type"] == "not_found_error" and "no-such-model" in err.value.body["error"]["message"]
+
+
 def test_embeddings(oai: openai.OpenAI, fleet: Fleet) -> None:
     for model in (m for m in fleet.models if m.kind == "embedding"):
         raw = oai.embeddings.with_raw_response.create(model=model.name, input=["hello", "world"],
