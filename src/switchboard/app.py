@@ -39,6 +39,7 @@ from switchboard.policy.admin_api import AdminAPI
 from switchboard.policy.governor import quota_headers, quota_lines
 from switchboard.policy.keys import VirtualKey
 from switchboard.routing.explain import explanation
+from switchboard.routing.features import estimate_input_tokens
 from switchboard.schemas.canonical import ChatRequest
 from switchboard.storage.records import RecordSink
 from switchboard.telemetry.metrics import Metrics
@@ -90,6 +91,7 @@ class SwitchboardApp:
             ("POST", "/v1/chat/completions"): self._chat_completions,
             ("POST", "/chat/completions"): self._chat_completions,
             ("POST", "/v1/messages"): self._messages,
+            ("POST", "/v1/messages/count_tokens"): self._count_tokens,
             ("POST", "/v1/embeddings"): self._embeddings,
             ("POST", "/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
@@ -261,6 +263,15 @@ class SwitchboardApp:
         resp = await self._until_disconnect(receive, ex, self.gateway.chat(req, ctx))
         payload = anthropic_wire.render_message_response(resp, model=resp.model or req.model)
         await self._send(send, ex, 200, orjson.dumps(payload), self._result_headers(ctx, resp.id))
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        """Anthropic's token count: the prompt's estimated input tokens (``estimate_input_tokens``) for a model the
+        caller may use. No upstream is called and nothing is recorded: clients such as Claude Code count often."""
+        req = anthropic_wire.parse_count_tokens_request(await self._json_body(scope, receive, ex))
+        self.gateway.governor.check_model(ex.key, req.model)
+        if req.model not in self.gateway.routers:
+            self.gateway.lookup(req.model, None)
+        await self._send(send, ex, 200, orjson.dumps({"input_tokens": estimate_input_tokens(req)}), [])
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
         body = await self._json_body(scope, receive, ex)
@@ -654,7 +665,7 @@ _RETENTION_INTERVAL = 3600.0  # seconds between two passes of the records retent
 _CLIENT_HEADERS = frozenset({"x-switchboard-timeout", "x-switchboard-dry-run", "x-switchboard-tags"})
 
 #: Paths besides the API endpoints that need a virtual key when keys are required.
-_KEYED_PATHS = frozenset({"/v1/models", "/models", "/v1/feedback"})
+_KEYED_PATHS = frozenset({"/v1/models", "/models", "/v1/feedback", "/v1/messages/count_tokens"})
 _MODEL_PATHS = ("/v1/models/", "/models/")
 
 _API_ENDPOINTS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/v1/messages": "messages",

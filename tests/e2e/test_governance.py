@@ -159,6 +159,8 @@ def test_requests_without_a_valid_key_are_refused_in_each_dialect(gw: GatewayThr
         with pytest.raises(anthropic.AuthenticationError) as aerr:
             claude(gw, key).messages.create(model=SMALL, max_tokens=20, messages=USER)
         assert aerr.value.response.json()["error"]["type"] == "authentication_error"
+        with pytest.raises(anthropic.AuthenticationError):
+            claude(gw, key).messages.count_tokens(model=SMALL, messages=USER)
     assert upstream_count(sim) == before
 
 
@@ -184,6 +186,9 @@ def test_a_model_outside_the_allowlist_is_refused_without_retry(gw: GatewayThrea
     assert err.value.code == "model_not_allowed"
     assert upstream_count(sim) == before
     assert [m.id for m in oai(gw, key).models.list()] == [SMALL]
+    with pytest.raises(anthropic.PermissionDeniedError):
+        claude(gw, key).messages.count_tokens(model="sim-claude", messages=USER)
+    assert claude(gw, key).messages.count_tokens(model=SMALL, messages=USER).input_tokens > 0
 
 
 def test_a_rate_limit_refuses_with_retry_after_and_ratelimit_headers(gw: GatewayThread) -> None:

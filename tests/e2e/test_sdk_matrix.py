@@ -12,6 +12,7 @@ import pytest
 from switchboard.sim.fleet import Fleet
 from tests.contract.openapi import validate
 from tests.e2e.conftest import model_for
+from tests.e2e.servers import SimThread
 
 FORMATS = ["openai", "anthropic", "gemini"]
 REPLY = "The quick brown fox jumps over the lazy dog."
@@ -265,6 +266,27 @@ def test_models_list_anthropic(ant: anthropic.Anthropic, fleet: Fleet) -> None:
     assert {m.name for m in fleet.models} <= ids
 
 
+def test_token_counts_for_the_anthropic_sdk(ant: anthropic.Anthropic, fleet: Fleet, sim: SimThread) -> None:
+    """Claude Code counts tokens often (``/v1/messages/count_tokens?beta=true``): answered by the gateway's
+    estimate, for any model the gateway serves, without calling an upstream."""
+    name = next(m.name for m in fleet.models if m.kind != "embedding")
+    before = sim.stats().requests
+    text = "Count these words, please, all of them."
+    plain = ant.messages.count_tokens(model=name, messages=[{"role": "user", "content": text}])
+    assert plain.input_tokens == (len(text) + 3) // 4
+    tool = {"name": "get_weather", "description": "Weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    fuller = ant.beta.messages.count_tokens(  # Claude Code's call: the beta path, with a thinking budget
+        model=name, system="Be brief.", messages=[{"role": "user", "content": text}], tools=[tool],
+        thinking={"type": "enabled", "budget_tokens": 2048})
+    assert fuller.input_tokens > plain.input_tokens
+    with pytest.raises(anthropic.NotFoundError):
+        ant.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": text}])
+    with pytest.raises(anthropic.BadRequestError):
+        ant.messages.count_tokens(model=name, messages=[])
+    assert sim.stats().requests == before
+
+
 def test_model_lookup_in_both_dialects(oai: openai.OpenAI, ant: anthropic.Anthropic, fleet: Fleet) -> None:
     name = fleet.models[0].name
     raw = oai.models.with_raw_response.retrieve(name)
@@ -273,8 +295,9 @@ def test_model_lookup_in_both_dialects(oai: openai.OpenAI, ant: anthropic.Anthro
     assert (info.type, info.id, info.display_name) == ("model", name, name) and info.created_at is not None
     with pytest.raises(anthropic.NotFoundError) as err:  # in Anthropic's error shape, which the SDK reads
         ant.models.retrieve("no-such-model")
-    assert isinstance(err.value.body, dict) and err.value.body["type"] == "error"
-    assert err.value.body["error"]["type"] == "not_found_error" and "no-such-model" in err.value.body["error"]["message"]
+    body = err.value.body
+    assert isinstance(body, dict) and body["type"] == "error"
+    assert body["error"]["type"] == "not_found_error" and "no-such-model" in body["error"]["message"]
 
 
 def test_embeddings(oai: openai.OpenAI, fleet: Fleet) -> None:

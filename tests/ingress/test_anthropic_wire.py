@@ -25,6 +25,7 @@ from switchboard.errors import (
 from switchboard.ingress.anthropic_wire import (
     AnthropicStreamEncoder,
     _parse_messages,
+    parse_count_tokens_request,
     parse_messages_request,
     render_error,
     render_message_response,
@@ -867,3 +868,21 @@ def test_tool_use_input_round_trips(arguments: dict[str, Any]) -> None:
     request = body(messages=[USER, {"role": "assistant", "content": out["content"]}])
     parsed = parse_messages_request(request).messages[1].tool_calls[0]
     assert orjson.loads(parsed.arguments) == orjson.loads(text)
+
+
+def test_a_token_count_is_a_messages_request_that_may_leave_out_max_tokens() -> None:
+    body = {"model": "m", "system": "Be brief.", "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "enabled", "budget_tokens": 4096}}
+    req = parse_count_tokens_request(body)
+    assert req.model == "m" and [m.role for m in req.messages] == ["system", "user"]
+    assert "max_tokens" not in body  # the caller's body is left as it was
+    with pytest.raises(InvalidRequest) as err:
+        parse_count_tokens_request({**body, "frobnicate": 1})
+    assert err.value.param == "frobnicate"
+    with pytest.raises(InvalidRequest) as err:  # given, it is checked as the Messages API checks it
+        parse_count_tokens_request({**body, "max_tokens": 1024})
+    assert err.value.param == "max_tokens"
+    with pytest.raises(InvalidRequest):
+        parse_count_tokens_request({"model": "m", "messages": []})
+    with pytest.raises(InvalidRequest):
+        parse_count_tokens_request(["not", "an", "object"])

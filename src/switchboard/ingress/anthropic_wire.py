@@ -66,7 +66,13 @@ from switchboard.schemas.canonical import (
 )
 from switchboard.schemas.ids import new_id
 
-__all__ = ["AnthropicStreamEncoder", "parse_messages_request", "render_error", "render_message_response"]
+__all__ = [
+    "AnthropicStreamEncoder",
+    "parse_count_tokens_request",
+    "parse_messages_request",
+    "render_error",
+    "render_message_response",
+]
 
 JSONObject = dict[str, Any]
 _T = TypeVar("_T")
@@ -200,6 +206,14 @@ def parse_messages_request(body: object) -> ChatRequest:
         if request is not None:
             return request
     return _parse_messages(body)
+
+
+def parse_count_tokens_request(body: object) -> ChatRequest:
+    """Validate a decoded ``POST /v1/messages/count_tokens`` body — a Messages request whose ``max_tokens`` may be
+    left out — and build the canonical request whose tokens are counted."""
+    if isinstance(body, dict) and "max_tokens" not in body:
+        body = {**body, "max_tokens": _INT64_MAX}  # what it limits is the answer, which is not counted
+    return parse_messages_request(body)
 
 
 # The common shape: text turns, a text system prompt, and a few plain parameters.

@@ -12,9 +12,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from switchboard.schemas.canonical import ChatRequest, ImagePart, Message, TextPart
 
-__all__ = ["PROMPT_CHARS", "RequestFeatures", "features_from_input", "features_of", "prompt_text", "replay_input"]
+__all__ = [
+    "IMAGE_TOKENS",
+    "PROMPT_CHARS",
+    "RequestFeatures",
+    "estimate_input_tokens",
+    "features_from_input",
+    "features_of",
+    "prompt_text",
+    "replay_input",
+]
 
 #: The most characters of a prompt that text-reading stages (rules' regex, the learned router) look at:
 #: the end of the conversation, where the question is. Bounds the work per request.
@@ -42,6 +53,32 @@ class RequestFeatures:
     def for_model(self, public_model: str) -> RequestFeatures:
         """The same facts, for planning another model (a fallback or a router's choice)."""
         return replace(self, public_model=public_model)
+
+
+#: What one image counts for in an input-token estimate: about what Anthropic's models take for an image of
+#: 1.15 megapixels (width × height / 750), the largest they read without scaling it down.
+IMAGE_TOKENS = 1_600
+
+
+def estimate_input_tokens(request: ChatRequest) -> int:
+    """An estimate of the input tokens ``request`` takes: a token for every four characters the model reads —
+    the system prompt and messages, tool calls and their results, the tool definitions (name, description and
+    parameter schema as JSON) — and :data:`IMAGE_TOKENS` per image. It does not depend on the model."""
+    chars = 0
+    images = 0
+    for m in request.messages:
+        for p in m.content:
+            if isinstance(p, TextPart):
+                chars += len(p.text)
+            elif isinstance(p, ImagePart):
+                images += 1
+        for call in m.tool_calls:
+            chars += len(call.name) + len(call.arguments)
+        if m.refusal:
+            chars += len(m.refusal)
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description or "") + len(orjson.dumps(tool.parameters))
+    return (chars + 3) // 4 + images * IMAGE_TOKENS
 
 
 def features_of(request: ChatRequest, public: str, *, caller: str | None = None,
