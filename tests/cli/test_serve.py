@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -38,10 +39,12 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 class Served:
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str],
+                 preexec: Callable[[], None] | None = None) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen([*EXE, "serve", "--port", str(self.port), *args], cwd=cwd, env=env,
-                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                     preexec_fn=preexec)
         self.banner: list[str] = []
         assert self.proc.stderr is not None
         try:
@@ -96,9 +99,16 @@ def sim() -> Iterator[SimThread]:
     s.close()
 
 
+def _few_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
 def test_serve_with_no_configuration_runs_the_simulated_fleet(tmp_path: Path) -> None:
-    served = Served([], tmp_path, clean_env(tmp_path))
+    served = Served([], tmp_path, clean_env(tmp_path), preexec=_few_open_files)
     try:
+        limits = Path(f"/proc/{served.proc.pid}/limits").read_text()
+        soft, hard = re.search(r"Max open files\s+(\d+)\s+(\S+)", limits).groups()  # type: ignore[union-attr]
+        assert int(soft) > 256 and (hard == "unlimited" or int(soft) == min(int(hard), 2**20))
         text = "\n".join(served.banner)
         assert "SIMULATED FLEET" in text and "OPENAI_API_KEY" in text
         client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="x", max_retries=0)
@@ -258,3 +268,18 @@ def test_a_ready_worker_freezes_what_start_up_built_and_collects_less_often() ->
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_serve_raises_the_open_file_limit_to_the_hard_one() -> None:
+    """Each connection is a file descriptor: a soft limit of 1,024 would cap the gateway's connections."""
+    code = """
+import resource
+from switchboard.cli.serve import raise_open_file_limit
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+before, after = raise_open_file_limit()
+assert before == 256 and after == resource.getrlimit(resource.RLIMIT_NOFILE)[0], (before, after)
+assert after == (2**20 if hard == resource.RLIM_INFINITY else min(hard, 2**20)), (after, hard)
+assert raise_open_file_limit() == (after, after)  # already raised: nothing to do
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

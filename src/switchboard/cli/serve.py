@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     resolved.config = cfg
+    raise_open_file_limit()  # before the workers fork: they inherit it
     try:
         sock = _listen(cfg.server.host, cfg.server.port)
     except OSError as exc:
@@ -242,6 +243,27 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Let the process open as many files as the system allows it: the soft ``RLIMIT_NOFILE`` (often 1,024)
+    raised to the hard one, at most 2**20. Every client connection and every upstream connection takes a file
+    descriptor, so a busy gateway would otherwise refuse connections long before it runs short of CPU.
+    Returns the soft limit before and after."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, _MAX_OPEN_FILES)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # a container may forbid it: keep what there is
+        return soft, soft
+    return soft, target
+
+
+_MAX_OPEN_FILES = 2**20  # Linux's default ceiling (fs.nr_open)
 
 
 def tune_gc(threshold: int) -> None:
