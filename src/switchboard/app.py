@@ -643,6 +643,8 @@ def _attempt_log(rec: RequestRecord) -> bytes:
 
 
 _STARTED = int(time.time())
+
+
 def _as_get(method: str) -> str:
     """The method a handler serves a request as: HEAD as GET (the server drops the body)."""
     return "GET" if method == "HEAD" else method

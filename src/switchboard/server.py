@@ -1,12 +1,13 @@
 """The gateway's HTTP/1.1 server: an ASGI server on raw asyncio and httptools, lean on purpose.
 
 It serves one ASGI application (the gateway's) with what that application needs and nothing more:
-keep-alive, pipelined requests answered in order, Content-Length and chunked request bodies, responses
-whose head and first body chunk leave in one write, chunked streaming with write back-pressure,
-client disconnects reported to the app at once, idle keep-alive timeouts, header-size limits,
-``Expect: 100-continue``, HEAD requests answered with the head of the app's response and never its body, the
-lifespan protocol, and graceful shutdown (stop accepting, let in-flight
-requests finish up to a deadline, close idle connections).
+keep-alive, pipelined requests answered in order, Content-Length and chunked request bodies, request
+targets in origin or absolute form, responses whose head and first body chunk leave in one write, chunked
+streaming with write back-pressure, HEAD requests answered with the head of the app's response and never its
+body, client disconnects reported to the app at once, idle keep-alive timeouts, header-size limits,
+``Expect: 100-continue``, the lifespan protocol, and graceful shutdown (stop accepting, let in-flight
+requests finish up to a deadline, close idle connections). What it refuses before the app sees a request
+(invalid HTTP, oversized headers) it answers itself, in words the app may supply (``Rejection``).
 
 It offers the application two extensions (in ``scope["extensions"]``, as ASGI provides for):
 

@@ -245,6 +245,9 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+_MAX_OPEN_FILES = 2**20  # Linux's default ceiling (fs.nr_open)
+
+
 def raise_open_file_limit() -> tuple[int, int]:
     """Let the process open as many files as the system allows it: the soft ``RLIMIT_NOFILE`` (often 1,024)
     raised to the hard one, at most 2**20. Every client connection and every upstream connection takes a file
@@ -261,9 +264,6 @@ def raise_open_file_limit() -> tuple[int, int]:
     except (ValueError, OSError):  # a container may forbid it: keep what there is
         return soft, soft
     return soft, target
-
-
-_MAX_OPEN_FILES = 2**20  # Linux's default ceiling (fs.nr_open)
 
 
 def tune_gc(threshold: int) -> None:
