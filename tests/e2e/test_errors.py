@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from typing import Any
 
 import anthropic
@@ -113,23 +114,28 @@ def test_a_wrong_method_is_told_the_methods_the_endpoint_takes(gateway: GatewayT
 
 @pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/v1/models", "/v1/models/sim-gpt-small"])
 def test_head_is_answered_as_get_without_a_body(gateway: GatewayThread, path: str) -> None:
-    """Load balancers and uptime checks send HEAD; the answer is GET's head, and the connection stays usable."""
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
-    try:
-        conn.request("GET", path)
-        got = conn.getresponse()
-        body = got.read()
-        conn.request("HEAD", path)
-        head = conn.getresponse()
-        assert head.status == got.status == 200
-        assert head.read() == b""
-        assert head.getheader("content-length") == str(len(body))
-        assert head.getheader("content-type") == got.getheader("content-type")
-        conn.request("GET", path)  # the same connection: nothing of a body was left on it
-        again = conn.getresponse()
-        assert again.status == 200 and again.read() == body
-    finally:
-        conn.close()
+    """Load balancers and uptime checks send HEAD; the answer is GET's head and nothing more: the next response
+    on the connection starts right after it."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nhost: x\r\n\r\nGET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        data = b""
+        while data.count(b"\r\n\r\n") < 2 or len(data) < data.rindex(b"\r\n\r\n") + 4 + _length(data):
+            data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    get_head, _, body = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and get_head.startswith(b"HTTP/1.1 200 ")
+    assert _length(head + b"\r\n\r\n") == _length(get_head + b"\r\n\r\n") == len(body)
+    assert _header(head, b"content-type") == _header(get_head, b"content-type")
+
+
+def _header(head: bytes, name: bytes) -> bytes:
+    return next(line.split(b": ", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(name + b":"))
+
+
+def _length(data: bytes) -> int:
+    """The content-length of the last head in ``data``."""
+    last = data[: data.rindex(b"\r\n\r\n")].rsplit(b"HTTP/1.1 ", 1)[-1]
+    return int(_header(last, b"content-length"))
 
 
 def test_embedding_model_on_chat_endpoint(oai: openai.OpenAI, fleet: Fleet) -> None:
