@@ -222,6 +222,22 @@ async def test_malformed_request_gets_400_and_close(server: Running) -> None:
     await writer.wait_closed()
 
 
+async def test_an_invalid_request_is_refused_after_the_responses_before_it(server: Running) -> None:
+    """Pipelined requests are answered in order, a refused one too: the requests before it keep their answers,
+    and the connection closes after the refusal."""
+    reader, writer = await server.connect()
+    writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n"
+                 b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi"
+                 b"POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: nope\r\n\r\n"
+                 b"GET /d HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"GET /a 0")
+    assert await read_response(reader) == (b"HTTP/1.1 200 OK", b"POST /b 2")
+    assert await read_response(reader) == (b"HTTP/1.1 400 Bad Request", b"The request is not valid HTTP/1.1.")
+    assert await reader.read() == b""  # /d is never read: nothing after a refused request can be framed
+    writer.close()
+    await writer.wait_closed()
+
+
 async def test_oversized_headers_get_431(server: Running) -> None:
     reader, writer = await server.connect()
     writer.write(b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n")

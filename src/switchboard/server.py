@@ -7,7 +7,8 @@ streaming with write back-pressure, HEAD requests answered with the head of the 
 body, client disconnects reported to the app at once, idle keep-alive timeouts, header-size limits,
 ``Expect: 100-continue``, the lifespan protocol, and graceful shutdown (stop accepting, let in-flight
 requests finish up to a deadline, close idle connections). What it refuses before the app sees a request
-(invalid HTTP, oversized headers) it answers itself, in words the app may supply (``Rejection``).
+(invalid HTTP, oversized headers) it answers itself, in its turn after the responses to the requests before it
+and in words the app may supply (``Rejection``), then closes the connection.
 
 It offers the application two extensions (in ``scope["extensions"]``, as ASGI provides for):
 
@@ -81,7 +82,7 @@ def _origin_form(path: bytes) -> bytes:
 class _Request:
     """One parsed request waiting for (or being served by) the app."""
 
-    __slots__ = ("body", "headers", "keep_alive", "method", "size", "too_large", "url")
+    __slots__ = ("body", "headers", "keep_alive", "method", "refusal", "size", "too_large", "url")
 
     def __init__(self) -> None:
         self.url = b""
@@ -91,6 +92,8 @@ class _Request:
         self.method = b""
         self.keep_alive = True
         self.too_large = False
+        #: Set on a request the server refuses itself: (status, what was wrong, its path as far as read).
+        self.refusal: tuple[int, str, bytes] | None = None
 
 
 class _Cycle:
@@ -220,6 +223,7 @@ class HttpProtocol(asyncio.Protocol):
         self._pending: deque[_Request] = deque()
         self._current: _Request | None = None
         self._header_bytes = 0
+        self._refused = False  # a request was refused: nothing after it on this connection is read
         self._cycle: _Cycle | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._client: tuple[str, int] | None = None
@@ -332,7 +336,10 @@ class HttpProtocol(asyncio.Protocol):
         if not self._pending or self.closed:
             return
         req = self._pending.popleft()
-        if len(self._pending) == _MAX_PIPELINED - 1:
+        if req.refusal is not None:
+            self._refuse(*req.refusal)
+            return
+        if len(self._pending) == _MAX_PIPELINED - 1 and not self._refused:
             self.transport.resume_reading()
         body = b"".join(req.body)
         if req.too_large:
@@ -401,13 +408,25 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _reject(self, status: int, message: str) -> None:
-        if self.closed:
+        """Refuse the request being read. Its answer takes its turn after the responses to the requests before
+        it on the connection; then the connection closes, as nothing after it can be framed."""
+        if self.closed or self._refused:
             return
-        if self._cycle is None or not self._cycle.started:
-            path = b"" if self._current is None else _origin_form(self._current.url.partition(b"?")[0])
-            lines, body = self.state.rejection(status, message, path)
-            self.transport.write(_status_line(status) + lines + b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                                 % (len(body), body))
+        self._refused = True
+        path = b"" if self._current is None else _origin_form(self._current.url.partition(b"?")[0])
+        self._current = None
+        if self._cycle is None and not self._pending:
+            self._refuse(status, message, path)
+            return
+        self.transport.pause_reading()
+        marker = _Request()
+        marker.refusal = (status, message, path)
+        self._pending.append(marker)
+
+    def _refuse(self, status: int, message: str, path: bytes) -> None:
+        lines, body = self.state.rejection(status, message, path)
+        self.transport.write(_status_line(status) + lines + b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                             % (len(body), body))
         self.transport.close()
 
 
