@@ -177,6 +177,20 @@ async def test_the_app_may_word_the_refusals_the_server_makes_before_it() -> Non
     sock.close()
 
 
+@pytest.mark.parametrize("connection", [b"", b"connection: keep-alive\r\n"])
+async def test_a_streamed_body_to_http_1_0_ends_with_the_connection(server: Running, connection: bytes) -> None:
+    """HTTP/1.0 has no chunked encoding: a body of unknown length is sent as it is, and the connection closes
+    after it, even when the client asked to keep it."""
+    reader, writer = await server.connect()
+    writer.write(b"GET /stream HTTP/1.0\r\n" + connection + b"\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in head
+    assert b"transfer-encoding" not in head and b"content-length" not in head
+    assert await reader.read() == b"one two three"
+    writer.close()
+    await writer.wait_closed()
+
+
 async def test_header_lines_from_the_app_follow_its_headers(server: Running) -> None:
     reader, writer = await server.connect()
     writer.write(b"GET /lines HTTP/1.1\r\nhost: x\r\n\r\n")

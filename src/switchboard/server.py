@@ -3,12 +3,13 @@
 It serves one ASGI application (the gateway's) with what that application needs and nothing more:
 keep-alive, pipelined requests answered in order, Content-Length and chunked request bodies, request
 targets in origin or absolute form, responses whose head and first body chunk leave in one write, chunked
-streaming with write back-pressure, HEAD requests answered with the head of the app's response and never its
-body, client disconnects reported to the app at once, idle keep-alive timeouts, header-size limits,
-``Expect: 100-continue``, the lifespan protocol, and graceful shutdown (stop accepting, let in-flight
-requests finish up to a deadline, close idle connections). What it refuses before the app sees a request
-(invalid HTTP, oversized headers) it answers itself, in its turn after the responses to the requests before it
-and in words the app may supply (``Rejection``), then closes the connection.
+streaming with write back-pressure (to HTTP/1.0 clients: unframed, ended by closing the connection), HEAD
+requests answered with the head of the app's response and never its body, client disconnects reported to
+the app at once, idle keep-alive timeouts, header-size limits, ``Expect: 100-continue``, the lifespan
+protocol, and graceful shutdown (stop accepting, let in-flight requests finish up to a deadline, close idle
+connections). What it refuses before the app sees a request (invalid HTTP, oversized headers) it answers
+itself, in its turn after the responses to the requests before it and in words the app may supply
+(``Rejection``), then closes the connection.
 
 It offers the application two extensions (in ``scope["extensions"]``, as ASGI provides for):
 
@@ -189,6 +190,13 @@ class _Cycle:
                 # The whole body in one message: send it with a length instead of chunks.
                 self.chunked = False
                 head += b"content-length: %d\r\n" % len(body)
+            elif self.chunked and self._conn.parser.get_http_version() == "1.0":
+                # HTTP/1.0 has no chunked encoding (nginx proxies with it unless told otherwise): the body
+                # ends where the connection does. A connection's requests all share its version.
+                self.chunked = False
+                if self.keep_alive:
+                    self.keep_alive = False
+                    head += b"connection: close\r\n"
             elif self.chunked:
                 head += b"transfer-encoding: chunked\r\n"
             head += b"\r\n"
