@@ -14,11 +14,14 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 import yaml
 
+from switchboard.cli import serve as serve_cli
+from switchboard.config.load import parse_config
 from switchboard.sim.fleet import DEFAULT_FLEET, gateway_config_for_fleet
 from tests.e2e.servers import SimThread
 
@@ -159,6 +162,40 @@ def test_serve_from_file_with_two_workers(tmp_path: Path, sim: SimThread) -> Non
         assert sum(counts) == 6 and workers == ["switchboard_metrics_workers 2"]
     finally:
         assert served.stop() == 0
+
+
+def test_idle_client_connections_close_after_the_configured_keep_alive(tmp_path: Path, sim: SimThread) -> None:
+    """An idle client connection is closed by the gateway once ``server.keep_alive_timeout`` has passed."""
+    cfg = gateway_config_for_fleet(DEFAULT_FLEET, sim.base_url)
+    cfg["records"] = {"enabled": False}
+    cfg["server"] = {"keep_alive_timeout": 0.5}
+    (tmp_path / "switchboard.yaml").write_text(yaml.safe_dump(cfg))
+    served = Served([], tmp_path, clean_env(tmp_path))
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):  # the answer, then the gateway's close once the connection idles
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b'{"status":"live"}')
+    finally:
+        assert served.stop() == 0
+
+
+def test_a_worker_serves_with_the_configured_server_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    async def fake_serve(app: Any, **settings: Any) -> None:
+        seen.update(settings)
+
+    monkeypatch.setattr("switchboard.server.serve", fake_serve)
+    cfg = gateway_config_for_fleet(DEFAULT_FLEET, "http://127.0.0.1:9/v1")
+    cfg["records"] = {"enabled": False}
+    cfg["server"] = {"keep_alive_timeout": 12.5, "max_body_bytes": 4096, "drain_timeout": 3}
+    with socket.socket() as sock:
+        assert serve_cli._worker(parse_config(cfg, env={}), sock) == 0
+    assert (seen["keep_alive"], seen["max_body"], seen["drain_timeout"]) == (12.5, 4096, 3)
+    assert seen["rejection"].__name__ == "render_rejection"
 
 
 def test_serve_from_environment_keys(tmp_path: Path, sim: SimThread) -> None:

@@ -296,7 +296,8 @@ def _worker(cfg: Config, sock: socket.socket, metrics_dir: Path | None = None) -
         sys.stderr.flush()
 
     coro = serve(app, sock=sock, max_body=cfg.server.max_body_bytes, drain_timeout=cfg.server.drain_timeout,
-                 on_ready=ready, on_stop=app.start_draining, rejection=app.render_rejection)
+                 keep_alive=cfg.server.keep_alive_timeout, on_ready=ready, on_stop=app.start_draining,
+                 rejection=app.render_rejection)
     try:
         import uvloop
     except ImportError:

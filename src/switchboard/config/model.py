@@ -220,13 +220,17 @@ class ServerConfig(_Frozen):
     """How ``switchboard serve`` listens and runs its workers. ``gc_threshold`` is how many more container
     objects a worker may hold before Python's cycle collector looks at the youngest ones (Python's default is
     700, which a gateway with dozens of requests in flight crosses all the time; 0 keeps Python's setting).
-    Each worker also freezes what it built at start-up (``gc.freeze``), so full collections skip it."""
+    Each worker also freezes what it built at start-up (``gc.freeze``), so full collections skip it.
+    ``keep_alive_timeout`` is how long a client connection may stay idle between requests before the gateway
+    closes it: longer than the idle timeout of any load balancer or proxy in front (60 s on AWS's, nginx's
+    upstream keep-alive 60 s), or that one may send a request on a connection the gateway is closing."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     drain_timeout: float = Field(30.0, ge=0)
+    keep_alive_timeout: float = Field(75.0, gt=0)
     gc_threshold: int = Field(10_000, ge=0)
 
 
