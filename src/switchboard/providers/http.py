@@ -12,27 +12,36 @@ Usage::
         async for chunk in s.iter_bytes():
             ...
 
-One client serves one event loop. Not supported: proxies, HTTP/2, request pipelining, trailers,
+Egress proxies come from the environment as for other HTTP clients: ``HTTPS_PROXY`` for https upstreams,
+``HTTP_PROXY`` for http ones, ``ALL_PROXY`` for either (upper- or lower-case), ``NO_PROXY`` for hosts to
+reach directly; loopback addresses are always reached directly. The proxy must be an ``http://`` one
+(credentials in its URL are sent as Basic proxy authorisation); every upstream connection is a tunnel
+through it (``CONNECT``), with TLS to the upstream inside it for https.
+
+One client serves one event loop. Not supported: HTTP/2, request pipelining, trailers,
 ``Expect: 100-continue``, content decoding (no ``Accept-Encoding`` is sent, so servers send identity).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import ipaddress
 import ssl
+import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
 from switchboard.errors import UpstreamConnectionError, UpstreamProtocolError, UpstreamTimeout
 
-__all__ = ["HttpClient", "HttpResponse", "StreamingResponse"]
+__all__ = ["HttpClient", "HttpResponse", "Proxy", "StreamingResponse", "proxy_for"]
 
 # A streaming response stops reading from the socket once this many body bytes wait for the consumer.
 _HIGH_WATER: Final = 1024 * 1024
@@ -238,7 +247,7 @@ class HttpClient:
         if scheme == "https":
             context = self.prepare_tls()
         pool = _Pool(asyncio.get_running_loop(), host, port, context, self._max_connections,
-                     self._idle_timeout)
+                     self._idle_timeout, proxy_for(scheme, host))
         self._pools[target.key] = pool
         return pool
 
@@ -334,6 +343,110 @@ def _encode_request(method: str, target: _Target, headers: Mapping[str, str],
     return head, body
 
 
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An ``http://`` egress proxy: where it listens, and the ``Proxy-Authorization`` its URL's credentials
+    make (empty without them)."""
+
+    host: str
+    port: int
+    authorization: str = ""
+
+
+def proxy_for(scheme: str, host: str, environ: Mapping[str, str] | None = None) -> Proxy | None:
+    """The proxy that connections to ``host`` over ``scheme`` go through, from the environment (see the
+    module's docstring); ``None`` to connect directly."""
+    if _loopback(host):
+        return None
+    found = urllib.request.getproxies_environment() if environ is None else _proxies(environ)
+    url = found.get(scheme) or found.get("all")
+    if not url or _bypassed(host, found.get("no", "")):
+        return None
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UpstreamConnectionError(f"unsupported proxy {parts.scheme}://{parts.hostname or ''}: "
+                                      "only http:// proxies are supported")
+    authorization = ""
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    return Proxy(parts.hostname, parts.port or 80, authorization)
+
+
+def _proxies(environ: Mapping[str, str]) -> dict[str, str]:
+    """``urllib.request.getproxies_environment`` over a mapping of our choosing (lower-case names win)."""
+    found: dict[str, str] = {}
+    for name, value in environ.items():
+        if value and name.lower().endswith("_proxy") and (name.islower() or name.lower() not in environ):
+            found[name.lower()[: -len("_proxy")]] = value
+    return found
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names ``host``: ``*``, the host itself, a domain it is in (``example.com`` or
+    ``.example.com``), or an address block it is in (``10.0.0.0/8``)."""
+    host = host.strip("[]").lower()
+    for entry in no_proxy.replace(" ", "").lower().split(","):
+        if not entry:
+            continue
+        if entry == "*" or host == entry.lstrip(".") or host.endswith("." + entry.lstrip(".")):
+            return True
+        try:
+            if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _TunnelOpener(asyncio.Protocol):
+    """Asks an HTTP proxy for a tunnel (``CONNECT host:port``) and waits for its 2xx; the connection then
+    goes to the upstream's protocol."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._head = b""
+        self._answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._head += data
+        if b"\r\n\r\n" in self._head and not self._answer.done():
+            self._answer.set_result(self._head)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._answer.done():
+            self._answer.set_exception(UpstreamConnectionError(f"the proxy closed the connection: {exc or 'EOF'}"))
+
+    async def open(self, host: str, port: int, proxy: Proxy) -> None:
+        assert self._transport is not None
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = [f"CONNECT {target} HTTP/1.1", f"host: {target}"]
+        if proxy.authorization:
+            lines.append(f"proxy-authorization: {proxy.authorization}")
+        self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head, _, rest = (await self._answer).partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        if len(status) < 2 or not status[1].isdigit() or not 200 <= int(status[1]) < 300:
+            line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+            raise UpstreamConnectionError(f"proxy {proxy.host}:{proxy.port} refused a tunnel to {target}: {line}")
+        if rest:
+            raise UpstreamProtocolError(f"proxy {proxy.host}:{proxy.port} sent bytes before the tunnel opened")
+
+
 class _Pool:
     """The connections to one (scheme, host, port): idle ones (reused newest first), a bound on how
     many exist, and the requests waiting for one.
@@ -343,15 +456,16 @@ class _Pool:
     ``conn.abort()`` + :meth:`release_slot`. Freed connections and slots go to waiters first.
     """
 
-    __slots__ = ("_closed", "_context", "_idle_timeout", "_limit", "_sweeper", "conns", "count", "host",
+    __slots__ = ("_closed", "_context", "_idle_timeout", "_limit", "_proxy", "_sweeper", "conns", "count", "host",
                  "idle", "loop", "port", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int, context: ssl.SSLContext | None,
-                 limit: int, idle_timeout: float) -> None:
+                 limit: int, idle_timeout: float, proxy: Proxy | None = None) -> None:
         self.loop = loop
         self.host = host
         self.port = port
         self._context = context
+        self._proxy = proxy
         self._limit = limit
         self._idle_timeout = idle_timeout
         self.count = 0
@@ -394,6 +508,8 @@ class _Pool:
         budget = connect_timeout if deadline is None else min(connect_timeout, deadline - self.loop.time())
         try:
             async with asyncio.timeout(budget):
+                if self._proxy is not None:
+                    return await self._tunnel(self._proxy)
                 _, conn = await self.loop.create_connection(
                     self._new_connection, self.host, self.port, ssl=self._context,
                     server_hostname=self.host if self._context is not None else None)
@@ -401,6 +517,25 @@ class _Pool:
             raise UpstreamTimeout(f"timed out connecting to {self.host}:{self.port}") from None
         except OSError as exc:
             raise UpstreamConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        return conn
+
+    async def _tunnel(self, proxy: Proxy) -> _Connection:
+        """A connection to the upstream through ``proxy``: ``CONNECT``, then TLS inside the tunnel for https."""
+        transport, opener = await self.loop.create_connection(_TunnelOpener, proxy.host, proxy.port)
+        try:
+            await opener.open(self.host, self.port, proxy)
+            conn = self._new_connection()
+            if self._context is not None:
+                tls = await self.loop.start_tls(transport, conn, self._context, server_hostname=self.host)
+                if tls is None:
+                    raise UpstreamConnectionError(f"no TLS through the proxy to {self.host}:{self.port}")
+                transport = tls
+            else:
+                transport.set_protocol(conn)
+            conn.connection_made(transport)
+        except BaseException:
+            transport.abort()
+            raise
         return conn
 
     def release(self, conn: _Connection) -> None:
