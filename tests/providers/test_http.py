@@ -127,12 +127,7 @@ class Upstream:
         self.scheme = "https" if ssl_context is not None else "http"
 
     async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
+        await stop_server(self._server, self._tasks)
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
@@ -348,6 +343,16 @@ class Upstream:
         except ConnectionError:
             self.closed_by_client.add(request.conn)
             return False
+
+
+async def stop_server(server: asyncio.Server | None, tasks: set[asyncio.Task[None]]) -> None:
+    """Close a test server and cancel the tasks that serve its connections."""
+    assert server is not None
+    server.close()
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await server.wait_closed()
 
 
 async def start_upstream(ssl_context: ssl.SSLContext | None = None) -> Upstream:

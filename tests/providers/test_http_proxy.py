@@ -17,7 +17,7 @@ import uvloop
 
 from switchboard.errors import UpstreamConnectionError
 from switchboard.providers.http import HttpClient, Proxy, proxy_for
-from tests.providers.test_http import Upstream, start_upstream
+from tests.providers.test_http import Upstream, start_upstream, stop_server
 
 NAME = "upstream.test"  # a name only the proxy resolves (to 127.0.0.1): loopback targets never use a proxy
 
@@ -73,11 +73,7 @@ class ConnectProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_server(self._server, self._tasks)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
