@@ -101,10 +101,9 @@ class SwitchboardApp:
             ("GET", "/health/live"): self._live,
             ("GET", "/health/ready"): self._ready,
         }
-        methods: dict[str, set[str]] = {}
+        self._allow: dict[str, list[str]] = {}  # each path's methods, for a 405's Allow header
         for method, path in self._routes:
-            methods.setdefault(path, set()).update((method, "HEAD") if method == "GET" else (method,))
-        self._allow = {path: tuple(sorted(m)) for path, m in methods.items()}  # a 405's Allow header
+            self._allow.setdefault(path, []).append(method)
         self._authenticate = gateway.governor.authenticator is not None
         self.dashboard = Dashboard(config, gateway.breakers, records)
         self.admin = AdminAPI(config, gateway.governor, records)
@@ -113,7 +112,8 @@ class SwitchboardApp:
     def render_rejection(self, status: int, message: str, path: bytes) -> tuple[bytes, bytes]:
         """The answer to a request the server refused before the app saw it (see ``server.Rejection``): an
         error in the dialect its path implies, with a request id of its own."""
-        render = anthropic_wire.render_error if path.startswith(b"/v1/messages") else openai_wire.render_error
+        dialect = _dialect(path.decode("latin-1"), {})
+        render = anthropic_wire.render_error if dialect == "anthropic" else openai_wire.render_error
         lines = b"content-type: application/json\r\nx-should-retry: false\r\nx-request-id: %s\r\n" % (
             new_request_id().encode())
         return lines, orjson.dumps(render(InvalidRequest(message)))
@@ -205,7 +205,7 @@ class SwitchboardApp:
             handler = self._routes.get(("GET" if method == "HEAD" else method, path))
             if handler is None and path.startswith(("/v1/models/", "/models/")):
                 if method != "GET" and method != "HEAD":
-                    raise MethodNotAllowed(f"Method {method} is not allowed on {path}.", allow=("GET", "HEAD"))
+                    raise MethodNotAllowed(f"Method {method} is not allowed on {path}.", allow=("GET",))
                 handler = self._model_by_id
             if handler is None and (path == "/dashboard" or path.startswith("/dashboard/")):
                 handler = self._dashboard

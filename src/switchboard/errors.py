@@ -35,7 +35,7 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 __all__ = [
     "AuthenticationFailed",
@@ -125,14 +125,17 @@ class ContentPolicyViolation(InvalidRequest):
 
 class MethodNotAllowed(InvalidRequest):
     """The endpoint exists but not for this HTTP method; ``allow`` names the methods it takes (the
-    response's ``Allow`` header)."""
+    response's ``Allow`` header), in order, with HEAD wherever GET is (a HEAD is answered as a GET)."""
 
     status = 405
     default_code = "method_not_allowed"
 
-    def __init__(self, message: str, *, allow: Sequence[str]) -> None:
+    def __init__(self, message: str, *, allow: Iterable[str]) -> None:
         super().__init__(message)
-        self.allow = tuple(allow)
+        methods = set(allow)
+        if "GET" in methods:
+            methods.add("HEAD")
+        self.allow = tuple(sorted(methods))
 
 
 class AuthenticationFailed(SwitchboardError):

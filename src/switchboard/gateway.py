@@ -38,7 +38,7 @@ from switchboard.providers.http import HttpClient
 from switchboard.routing.bandit import BanditStateError, Feedback, Signal
 from switchboard.routing.eligibility import UNAVAILABLE, BalanceView, capability_gaps
 from switchboard.routing.features import PROMPT_CHARS, features_of, prompt_text, replay_input
-from switchboard.routing.plan import Candidate, RequestFeatures, RouteDecision, RoutePlan
+from switchboard.routing.plan import RequestFeatures, RouteDecision, RoutePlan
 from switchboard.routing.router import Router
 from switchboard.routing.stages import FeedbackBandit, build_router, warm
 from switchboard.routing.strategies import BALANCERS
@@ -170,8 +170,9 @@ class Gateway:
                              if m.balance in ("least_inflight", "latency")
                              or any(d.rpm is not None or d.tpm is not None for d in m.deployments)}
         # Models with one deployment, balanced by weight and with no limits to watch: their plan is that deployment
-        # whenever it can serve the request, the same candidate every time (see _select).
-        self._sole = {name: Candidate(m.deployments[0], 1.0, f"weight {m.deployments[0].weight:g}")
+        # whenever it can serve the request, the same candidate every time (see _select), as weighting ranks it.
+        weighted = BALANCERS["weighted"]
+        self._sole = {name: weighted(RequestFeatures(name), m.deployments, BalanceView([1.0])).candidates[0]
                       for name, m in config.models.items()
                       if len(m.deployments) == 1 and m.balance == "weighted" and name not in self._live_models}
         self._records = records

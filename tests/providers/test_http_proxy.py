@@ -9,7 +9,7 @@ import os
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,35 +24,54 @@ NAME = "upstream.test"  # a name only the proxy resolves (to 127.0.0.1): loopbac
 
 # -- which connections use a proxy -----------------------------------------------------------------
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
 
-def test_the_scheme_picks_the_proxy_and_no_proxy_skips_it() -> None:
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Set the proxy variables to exactly those given (the others, in either case, removed)."""
+    def set_to(**values: str) -> None:
+        for name in _PROXY_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+    return set_to
+
+
+def test_the_scheme_picks_the_proxy_and_no_proxy_skips_it(environ: Callable[..., None]) -> None:
     env = {"HTTPS_PROXY": "http://egress:3128", "HTTP_PROXY": "plain:8080", "NO_PROXY": ".corp.example, 10.0.0.0/8"}
-    assert proxy_for("https", "api.openai.com", env) == Proxy("egress", 3128)
-    assert proxy_for("http", "vllm.example", env) == Proxy("plain", 8080)
-    assert proxy_for("https", "llm.corp.example", env) is None
-    assert proxy_for("https", "corp.example", env) is None
-    assert proxy_for("https", "10.1.2.3", env) is None
-    assert proxy_for("https", "11.1.2.3", env) == Proxy("egress", 3128)
-    assert proxy_for("https", "api.openai.com", {**env, "NO_PROXY": "*"}) is None
+    environ(**env)
+    assert proxy_for("https", "api.openai.com") == Proxy("egress", 3128)
+    assert proxy_for("http", "vllm.example") == Proxy("plain", 8080)
+    assert proxy_for("https", "llm.corp.example") is None
+    assert proxy_for("https", "corp.example") is None
+    assert proxy_for("https", "10.1.2.3") is None
+    assert proxy_for("https", "11.1.2.3") == Proxy("egress", 3128)
+    environ(**{**env, "NO_PROXY": "*"})
+    assert proxy_for("https", "api.openai.com") is None
 
 
-def test_loopback_is_reached_directly_and_lower_case_names_win() -> None:
-    env = {"ALL_PROXY": "http://egress:3128", "all_proxy": "http://lower:1"}
-    assert proxy_for("http", "127.0.0.1", env) is None
-    assert proxy_for("http", "localhost", env) is None
-    assert proxy_for("http", "[::1]", env) is None
-    assert proxy_for("http", "example.com", env) == Proxy("lower", 1)
-    assert proxy_for("https", "example.com", {}) is None
+def test_loopback_is_reached_directly_and_lower_case_names_win(environ: Callable[..., None]) -> None:
+    environ(ALL_PROXY="http://egress:3128", all_proxy="http://lower:1")
+    assert proxy_for("http", "127.0.0.1") is None
+    assert proxy_for("http", "localhost") is None
+    assert proxy_for("http", "[::1]") is None
+    assert proxy_for("http", "example.com") == Proxy("lower", 1)
+    environ()
+    assert proxy_for("https", "example.com") is None
 
 
-def test_credentials_become_basic_proxy_authorization() -> None:
-    proxy = proxy_for("https", "example.com", {"HTTPS_PROXY": "http://me:p%40ss@egress:3128"})
+def test_credentials_become_basic_proxy_authorization(environ: Callable[..., None]) -> None:
+    environ(HTTPS_PROXY="http://me:p%40ss@egress:3128")
+    proxy = proxy_for("https", "example.com")
     assert proxy == Proxy("egress", 3128, "Basic " + base64.b64encode(b"me:p@ss").decode())
 
 
-def test_only_http_proxies_are_supported() -> None:
+def test_only_http_proxies_are_supported(environ: Callable[..., None]) -> None:
+    environ(HTTPS_PROXY="socks5://egress:1080")
     with pytest.raises(UpstreamConnectionError, match="only http:// proxies"):
-        proxy_for("https", "example.com", {"HTTPS_PROXY": "socks5://egress:1080"})
+        proxy_for("https", "example.com")
 
 
 # -- tunnels through a real proxy ------------------------------------------------------------------

@@ -135,7 +135,7 @@ class Dashboard:
             raise NotFound(f"Unknown endpoint: {method} {path}")
         if method != "GET":
             raise MethodNotAllowed(f"Method {method} is not allowed on {path}; the dashboard is read-only.",
-                                   allow=("GET", "HEAD"))
+                                   allow=("GET",))
         if path.startswith("/dashboard/api/"):
             self._authorize(headers, self._key)
             params = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}

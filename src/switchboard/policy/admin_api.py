@@ -129,12 +129,9 @@ class AdminAPI:
         shape = "/".join("*" if i == 1 and parts[0] == "keys" else p for i, p in enumerate(parts))
         handler = table.get((method, shape))
         if handler is None:
-            allow = {m for m, s in table if s == shape}
+            allow = [m for m, s in table if s == shape]
             if allow:
-                if "GET" in allow:
-                    allow.add("HEAD")
-                raise MethodNotAllowed(f"Method {method} is not allowed on /admin/{'/'.join(parts)}.",
-                                       allow=sorted(allow))
+                raise MethodNotAllowed(f"Method {method} is not allowed on /admin/{'/'.join(parts)}.", allow=allow)
             raise NotFound(f"Unknown endpoint: {method} /admin/{'/'.join(parts)}")
         return handler
 

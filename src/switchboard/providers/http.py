@@ -353,12 +353,12 @@ class Proxy:
     authorization: str = ""
 
 
-def proxy_for(scheme: str, host: str, environ: Mapping[str, str] | None = None) -> Proxy | None:
+def proxy_for(scheme: str, host: str) -> Proxy | None:
     """The proxy that connections to ``host`` over ``scheme`` go through, from the environment (see the
     module's docstring); ``None`` to connect directly."""
     if _loopback(host):
         return None
-    found = urllib.request.getproxies_environment() if environ is None else _proxies(environ)
+    found = urllib.request.getproxies_environment()
     url = found.get(scheme) or found.get("all")
     if not url or _bypassed(host, found.get("no", "")):
         return None
@@ -373,15 +373,6 @@ def proxy_for(scheme: str, host: str, environ: Mapping[str, str] | None = None) 
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         authorization = "Basic " + base64.b64encode(pair).decode("ascii")
     return Proxy(parts.hostname, parts.port or 80, authorization)
-
-
-def _proxies(environ: Mapping[str, str]) -> dict[str, str]:
-    """``urllib.request.getproxies_environment`` over a mapping of our choosing (lower-case names win)."""
-    found: dict[str, str] = {}
-    for name, value in environ.items():
-        if value and name.lower().endswith("_proxy") and (name.islower() or name.lower() not in environ):
-            found[name.lower()[: -len("_proxy")]] = value
-    return found
 
 
 def _bypassed(host: str, no_proxy: str) -> bool:
